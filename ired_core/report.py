@@ -1,0 +1,186 @@
+"""Render a `Comparison` as an aligned terminal table, markdown, or CSV.
+
+Text and markdown show the columns a reader needs to judge a config (n, mean, sd, CI, Δ% and its
+bootstrap CI, Welch and Mann-Whitney p, Hedges g, Holm p with significance marks), then the ablation
+steps, the plan's success level and the notes. CSV holds every field of every row at full precision,
+one row per config, in the order of `CSV_COLUMNS`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from typing import Literal
+
+from ired_core.stats import AblationStep, Comparison, ConfigRow
+
+ReportFormat = Literal["text", "markdown", "csv"]
+MISSING = "n/a"
+SIGNIFICANCE_LEVELS = ((0.001, "***"), (0.01, "**"), (0.05, "*"))
+SIGNIFICANCE_LEGEND = "marks on Holm-adjusted p: * p < 0.05, ** p < 0.01, *** p < 0.001"
+
+_ROW_FIELDS = tuple(f.name for f in fields(ConfigRow) if f.name != "name")
+CSV_COLUMNS = ("metric", "baseline", "config", *_ROW_FIELDS, "significance")
+"""The CSV header, stable: one column per `ConfigRow` field, plus context and the marks."""
+
+
+def significance_marks(p: float | None) -> str:
+    """"***" for p < 0.001, "**" for p < 0.01, "*" for p < 0.05, else ""."""
+    if p is None:
+        return ""
+    return next((marks for threshold, marks in SIGNIFICANCE_LEVELS if p < threshold), "")
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return MISSING if value is None else format(value, spec)
+
+
+def _interval(low: float | None, high: float | None, spec: str, suffix: str = "") -> str:
+    if low is None or high is None:
+        return MISSING
+    return f"[{low:{spec}}{suffix}, {high:{spec}}{suffix}]"
+
+
+def _holm_cell(row: ConfigRow) -> str:
+    if row.is_baseline:
+        return "baseline"
+    return MISSING if row.holm_p is None else f"{row.holm_p:.3g} {significance_marks(row.holm_p)}".rstrip()
+
+
+def _comparison_table(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
+    """Headers and string cells of the per-config table."""
+    level = f"{100 * (1 - comparison.alpha):g}%"
+    headers = ["config", "n", "mean", "sd", f"{level} CI", "Δ%", f"Δ% {level} CI", "Welch p", "MW p",
+               "Hedges g", "Holm p"]
+    rows = [
+        [row.name, str(row.n), _fmt(row.mean, ".6g"), _fmt(row.sd, ".3g"),
+         _interval(row.ci_low, row.ci_high, ".6g"), _fmt(row.delta_pct, "+.2f"),
+         _interval(row.delta_pct_ci_low, row.delta_pct_ci_high, "+.2f"), _fmt(row.welch_p, ".3g"),
+         _fmt(row.mannwhitney_p, ".3g"), _fmt(row.hedges_g, "+.2f"), _holm_cell(row)]
+        for row in comparison.rows
+    ]
+    return headers, rows
+
+
+def _ablation_table(steps: Sequence[AblationStep]) -> tuple[list[str], list[list[str]]]:
+    """Headers and string cells of the ablation table."""
+    headers = ["component", "config", "vs", "Δ mean", "Δ%", "Welch p", "Hedges g"]
+    rows = [
+        [step.component, step.config, step.reference, _fmt(step.delta_mean, "+.3g"),
+         _fmt(step.delta_pct, "+.2f"), _fmt(step.welch_p, ".3g"), _fmt(step.hedges_g, "+.2f")]
+        for step in steps
+    ]
+    return headers, rows
+
+
+def _header_line(comparison: Comparison) -> str:
+    return (f"{comparison.metric} vs baseline {comparison.baseline.describe()}; "
+            "Δ% = 100·(mean − baseline)/baseline, negative is better")
+
+
+def success_lines(comparison: Comparison) -> list[str]:
+    """The plan's success level, from point estimates and from Holm-significant evidence."""
+    success = comparison.success
+    gain = success.q204_better_pct
+    how_much = "" if gain is None else f" (Q-204 {abs(gain):.2f}% {'better' if gain >= 0 else 'worse'})"
+    verdict = "yes" if success.significant else "no"
+    return [
+        f"level: {success.level}{how_much}",
+        f"significant at Holm p < {comparison.alpha:g}: {verdict} "
+        f"(level supported by significant configs alone: {success.significant_level})",
+    ]
+
+
+def _notes(comparison: Comparison) -> list[str]:
+    """Every note, the row's or step's name first."""
+    notes = list(comparison.notes)
+    notes += [f"{row.name}: {note}" for row in comparison.rows for note in row.notes]
+    notes += [
+        f"{step.config} vs {step.reference}: {note}" for step in comparison.ablation for note in step.notes
+    ]
+    return notes + list(comparison.success.notes)
+
+
+def _text_table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    """First column left-aligned, the rest right-aligned, two spaces between columns."""
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+
+    def line(cells: list[str]) -> str:
+        first, *rest = cells
+        aligned = (cell.rjust(width) for cell, width in zip(rest, widths[1:], strict=True))
+        return "  ".join([first.ljust(widths[0]), *aligned])
+
+    return [line(headers), *(line(r) for r in rows)]
+
+
+def _markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    """A GitHub-flavoured table; the first column left-aligned, numbers right-aligned."""
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+    return [line(headers), "|" + "|".join([":---", *["---:"] * (len(headers) - 1)]) + "|", *map(line, rows)]
+
+
+def _document(comparison: Comparison, table: Callable[[list[str], list[list[str]]], list[str]],
+              heading: Callable[[str], str], bullet: str) -> str:
+    """The shared layout of the text and markdown reports."""
+    lines = [heading(_header_line(comparison)), "", *table(*_comparison_table(comparison))]
+    lines += ["", SIGNIFICANCE_LEGEND]
+    if comparison.ablation:
+        lines += ["", heading("ablation: what each component adds to the previous config"), "",
+                  *table(*_ablation_table(comparison.ablation))]
+    lines += ["", heading("the plan's success level"), *(bullet + line for line in success_lines(comparison))]
+    notes = _notes(comparison)
+    if notes:
+        lines += ["", heading("notes"), *(bullet + note for note in notes)]
+    return "\n".join(lines) + "\n"
+
+
+def format_text(comparison: Comparison) -> str:
+    """Plain-text report with aligned columns, for a terminal."""
+    return _document(comparison, _text_table, heading=lambda title: title, bullet="  - ")
+
+
+def format_markdown(comparison: Comparison) -> str:
+    """Markdown report: headings, pipe tables, a bullet list of notes."""
+    return _document(comparison, _markdown_table, heading=lambda title: f"### {title}", bullet="- ")
+
+
+def _csv_cell(value: object) -> str:
+    """Full precision for floats, lowercase booleans, '; '-joined notes, empty for None."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, tuple):
+        return "; ".join(value)
+    return str(value)
+
+
+def format_csv(comparison: Comparison) -> str:
+    """One row per config, columns in the order of `CSV_COLUMNS`."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in comparison.rows:
+        cells = [comparison.metric, comparison.baseline.name, row.name,
+                 *(getattr(row, name) for name in _ROW_FIELDS), significance_marks(row.holm_p)]
+        writer.writerow([_csv_cell(cell) for cell in cells])
+    return buffer.getvalue()
+
+
+_RENDERERS: dict[str, Callable[[Comparison], str]] = {
+    "text": format_text, "markdown": format_markdown, "csv": format_csv,
+}
+
+
+def render(comparison: Comparison, fmt: ReportFormat) -> str:
+    """The comparison in `fmt`; ValueError listing the valid formats otherwise."""
+    if fmt not in _RENDERERS:
+        raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(_RENDERERS)}")
+    return _RENDERERS[fmt](comparison)

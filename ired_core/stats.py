@@ -1,0 +1,585 @@
+"""Statistics of a metric (lower is better, e.g. `val_mse`) per config against a baseline.
+
+Sign convention everywhere: Δ = mean_config − mean_baseline, Δ% = 100·Δ / mean_baseline, so a
+**negative** Δ% is an improvement (lower MSE); Hedges g has the same sign as Δ. "x% better" means
+−Δ% = x.
+
+A baseline is one of three kinds (`Baseline`):
+
+- `constant` — a single number with no spread (the plan's 0.0096761). Each config is tested with the
+  one-sample t-test against it, reported in the Welch columns: it is Welch's test in the limit of a
+  zero-variance baseline (s_b → 0 gives t = (m − c)/(s/√n) and Satterthwaite df = n − 1). Student's
+  pooled test and Mann-Whitney need a sampled baseline and are left empty.
+- `summary` — mean, sd (ddof = 1) and n of a baseline whose raw values are not available (SPEC §4):
+  Welch and Student come from `scipy.stats.ttest_ind_from_stats`; Mann-Whitney is left empty.
+- `values` — raw values (another config or tag): Welch, Student and Mann-Whitney U.
+
+Degenerate inputs answer with None and a note, never with an invented number:
+
+- n < 2 (config or baseline): no sd, no CI, no tests, no effect size, no bootstrap interval.
+- zero variance in both groups (all values equal; a constant baseline has zero variance by definition):
+  t = Δ/0 is undefined, so the t-tests and Hedges g are None. Mann-Whitney is rank-based and stays
+  defined with ties, so it is still reported for raw baselines (identical groups give p = 1).
+- identical groups with spread give t = 0 and p = 1, as the formulas say.
+
+Bootstrap intervals are seeded (same inputs → same interval) and vectorised.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, is_dataclass, replace
+from types import MappingProxyType
+from typing import Any, Literal
+
+import numpy as np
+from scipy import stats
+
+PLAN_BASELINE_MSE = 0.0096761
+"""The plan's baseline: one 100k-step run of IRED without negative mining."""
+
+BaselineKind = Literal["constant", "summary", "values"]
+SuccessName = Literal["none", "minimum", "moderate", "maximum"]
+
+Q201, Q202, Q203, Q204 = "q201_dcd_baseline", "q202_dcd_cdloss", "q203_dcd_replay", "q204_dcd_full"
+PLAN_CONFIGS = (Q201, Q202, Q203, Q204)
+"""The plan's four ablation configs, by canonical preset stem (callers resolve aliases first)."""
+
+ABLATION_PAIRS = (
+    (Q202, Q201, "CD loss + Langevin"),
+    (Q203, Q202, "replay buffer"),
+    (Q204, Q203, "residual filter + energy schedule"),
+)
+"""(config, reference, component the config adds on top of the reference)."""
+
+MODERATE_GAIN_PCT = 1.0
+MAXIMUM_GAIN_PCT = 3.0
+PLAN_MAXIMUM_UPPER_PCT = 5.0
+
+
+def _float_or_none(value: float | np.floating | None) -> float | None:
+    """A plain Python float, or None for None / NaN / ±inf (JSON has no NaN)."""
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _json_safe(obj: Any) -> Any:
+    """Recursively turn dataclasses, tuples and floats into JSON-safe values (NaN/inf → None)."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _json_safe(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float | np.floating):
+        return _float_or_none(obj)
+    return obj
+
+
+def _finite_array(label: str, values: Sequence[float]) -> np.ndarray:
+    """`values` as a float64 array; ValueError naming `label` if any value is not a finite number."""
+    array = np.asarray(values, dtype=np.float64).reshape(-1)
+    bad = np.flatnonzero(~np.isfinite(array))
+    if bad.size:
+        raise ValueError(f"{label}: value {array[bad[0]]!r} at position {bad[0]} is not a finite number")
+    return array
+
+
+def _zero_variance(values: np.ndarray) -> bool:
+    """True when all values are equal (tested exactly, not via a rounded sd)."""
+    return values.size > 0 and values.min() == values.max()
+
+
+def _sample_sd(values: np.ndarray) -> float | None:
+    """s = √(Σ(x − x̄)² / (n − 1)); exactly 0 when all values are equal; None for n < 2."""
+    if values.size < 2:
+        return None
+    return 0.0 if _zero_variance(values) else float(np.std(values, ddof=1))
+
+
+# ---------------------------------------------------------------------------------------------
+# baselines
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """What each config is compared against. Build with `constant`, `summary` or `from_values`."""
+
+    name: str
+    kind: BaselineKind
+    mean: float
+    sd: float | None = None
+    n: int | None = None
+    values: tuple[float, ...] | None = None
+
+    @classmethod
+    def constant(cls, name: str, value: float) -> Baseline:
+        """A single reference number with no spread."""
+        return cls(name=name, kind="constant", mean=float(_finite_array(name, [value])[0]))
+
+    @classmethod
+    def summary(cls, name: str, mean: float, sd: float, n: int) -> Baseline:
+        """A reference known only by its mean, sample sd (ddof = 1) and number of runs."""
+        mean, sd = (float(v) for v in _finite_array(name, [mean, sd]))
+        if sd < 0 or n < 1 or int(n) != n:
+            raise ValueError(f"{name}: a summary baseline needs sd ≥ 0 and an integer n ≥ 1")
+        return cls(name=name, kind="summary", mean=mean, sd=sd, n=int(n))
+
+    @classmethod
+    def from_values(cls, name: str, values: Sequence[float]) -> Baseline:
+        """A reference given by its raw values (another config or tag)."""
+        array = _finite_array(name, values)
+        if array.size == 0:
+            raise ValueError(f"{name}: a baseline needs at least one value")
+        return cls(
+            name=name, kind="values", mean=float(array.mean()), sd=_sample_sd(array), n=int(array.size),
+            values=tuple(float(v) for v in array),
+        )
+
+    def describe(self) -> str:
+        """One line naming the baseline and its numbers."""
+        if self.kind == "constant":
+            return f"{self.name} (constant {self.mean:.8g})"
+        sd = "n/a" if self.sd is None else f"{self.sd:.3g}"
+        return f"{self.name} ({self.kind}: mean {self.mean:.8g}, sd {sd}, n {self.n})"
+
+
+BUILTIN_BASELINES: Mapping[str, Baseline] = MappingProxyType(
+    {
+        "plan": Baseline.constant("plan", PLAN_BASELINE_MSE),
+        "lab10": Baseline.summary("lab10", 0.00969245, 0.0000227, 10),
+        "ired_published": Baseline.summary("ired_published", 0.00977702, 0.0000245, 10),
+    }
+)
+"""SPEC §4's references: the plan's number, the lab's 10-seed rerun, the published IRED setting."""
+
+
+def builtin_baseline(name: str) -> Baseline:
+    """The named built-in baseline, or ValueError listing the valid names."""
+    try:
+        return BUILTIN_BASELINES[name]
+    except KeyError:
+        raise ValueError(f"unknown baseline {name!r}; built-in: {', '.join(BUILTIN_BASELINES)}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# per-sample description
+
+
+@dataclass(frozen=True)
+class Description:
+    """n, mean, sd (ddof = 1), median, min, max and the t confidence interval of the mean."""
+
+    n: int
+    mean: float | None
+    sd: float | None
+    median: float | None
+    min: float | None
+    max: float | None
+    ci_low: float | None
+    ci_high: float | None
+
+
+def describe(values: np.ndarray, alpha: float = 0.05) -> Description:
+    """Describe one sample. CI: x̄ ± t_{1−α/2, n−1} · s/√n (None for n < 2)."""
+    n = int(values.size)
+    if n == 0:
+        return Description(n, None, None, None, None, None, None, None)
+    mean, sd = float(values.mean()), _sample_sd(values)
+    ci_low = ci_high = None
+    if sd is not None:
+        half_width = stats.t.ppf(1 - alpha / 2, n - 1) * sd / math.sqrt(n)
+        ci_low, ci_high = mean - half_width, mean + half_width
+    return Description(
+        n=n, mean=mean, sd=sd, median=float(np.median(values)), min=float(values.min()),
+        max=float(values.max()), ci_low=_float_or_none(ci_low), ci_high=_float_or_none(ci_high),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# tests against the baseline
+
+
+@dataclass(frozen=True)
+class BaselineTests:
+    """Test statistics of one sample against a baseline; None where a test does not apply."""
+
+    welch_t: float | None = None
+    welch_df: float | None = None
+    welch_p: float | None = None
+    student_t: float | None = None
+    student_p: float | None = None
+    mannwhitney_u: float | None = None
+    mannwhitney_p: float | None = None
+    hedges_g: float | None = None
+    notes: tuple[str, ...] = ()
+
+
+def hedges_correction(df: float) -> float:
+    """Small-sample bias correction J(df) = 1 − 3 / (4·df − 1) (Hedges 1981, approximation)."""
+    return 1.0 - 3.0 / (4.0 * df - 1.0)
+
+
+def hedges_g(mean1: float, sd1: float, n1: int, mean2: float, sd2: float, n2: int) -> float | None:
+    """g = J(n1 + n2 − 2) · (m1 − m2) / s_p,  s_p = √(((n1−1)s1² + (n2−1)s2²) / (n1 + n2 − 2)).
+
+    None when the pooled sd is 0 (the effect size is undefined).
+    """
+    pooled_var = ((n1 - 1) * sd1**2 + (n2 - 1) * sd2**2) / (n1 + n2 - 2)
+    if pooled_var == 0:
+        return None
+    return hedges_correction(n1 + n2 - 2) * (mean1 - mean2) / math.sqrt(pooled_var)
+
+
+def hedges_g_one_sample(mean: float, sd: float, n: int, reference: float) -> float | None:
+    """g = J(n − 1) · (x̄ − c) / s: the one-sample effect size against a constant c; None if s = 0."""
+    if sd == 0:
+        return None
+    return hedges_correction(n - 1) * (mean - reference) / sd
+
+
+def welch_df(sd1: float, n1: int, sd2: float, n2: int) -> float:
+    """Welch–Satterthwaite df = (v1 + v2)² / (v1²/(n1−1) + v2²/(n2−1)),  v = s²/n."""
+    v1, v2 = sd1**2 / n1, sd2**2 / n2
+    return (v1 + v2) ** 2 / (v1**2 / (n1 - 1) + v2**2 / (n2 - 1))
+
+
+def _too_few(desc: Description, baseline: Baseline) -> str | None:
+    """Why tests cannot run for this pair (n < 2 on either side), or None if they can."""
+    if desc.n < 2:
+        return f"n = {desc.n}: sd, CI and tests need at least 2 values"
+    if baseline.kind != "constant" and (baseline.n or 0) < 2:
+        return f"baseline n = {baseline.n}: tests need at least 2 baseline values"
+    return None
+
+
+def _tests_vs_constant(values: np.ndarray, desc: Description, reference: float) -> BaselineTests:
+    """One-sample t = (x̄ − c) / (s/√n), df = n − 1 (scipy.stats.ttest_1samp)."""
+    if desc.sd == 0:
+        return BaselineTests(notes=("zero variance (and a constant baseline): the t statistic is undefined",))
+    result = stats.ttest_1samp(values, reference)
+    return BaselineTests(
+        welch_t=_float_or_none(result.statistic), welch_df=float(desc.n - 1),
+        welch_p=_float_or_none(result.pvalue),
+        hedges_g=_float_or_none(hedges_g_one_sample(desc.mean, desc.sd, desc.n, reference)),
+    )
+
+
+def _tests_vs_summary(desc: Description, baseline: Baseline) -> BaselineTests:
+    """Welch (unequal variances) and Student (pooled) t from summaries: scipy's ttest_ind_from_stats.
+
+    Welch:   t = Δ / √(s1²/n1 + s2²/n2), Satterthwaite df.
+    Student: t = Δ / (s_p·√(1/n1 + 1/n2)), df = n1 + n2 − 2.
+    """
+    if desc.sd == 0 and baseline.sd == 0:
+        return BaselineTests(notes=("zero variance in both groups: the t statistics are undefined",))
+    moments = dict(mean1=desc.mean, std1=desc.sd, nobs1=desc.n, mean2=baseline.mean, std2=baseline.sd,
+                   nobs2=baseline.n)
+    welch = stats.ttest_ind_from_stats(**moments, equal_var=False)
+    student = stats.ttest_ind_from_stats(**moments, equal_var=True)
+    return BaselineTests(
+        welch_t=_float_or_none(welch.statistic),
+        welch_df=_float_or_none(welch_df(desc.sd, desc.n, baseline.sd, baseline.n)),
+        welch_p=_float_or_none(welch.pvalue),
+        student_t=_float_or_none(student.statistic), student_p=_float_or_none(student.pvalue),
+        hedges_g=_float_or_none(hedges_g(desc.mean, desc.sd, desc.n, baseline.mean, baseline.sd, baseline.n)),
+    )
+
+
+def _tests_vs_values(values: np.ndarray, desc: Description, baseline: Baseline) -> BaselineTests:
+    """The summary tests on the baseline's own moments, plus two-sided Mann-Whitney U on raw values."""
+    mann_whitney = stats.mannwhitneyu(values, np.asarray(baseline.values), alternative="two-sided")
+    return replace(
+        _tests_vs_summary(desc, baseline),
+        mannwhitney_u=_float_or_none(mann_whitney.statistic),
+        mannwhitney_p=_float_or_none(mann_whitney.pvalue),
+    )
+
+
+def baseline_tests(values: np.ndarray, desc: Description, baseline: Baseline) -> BaselineTests:
+    """Dispatch on the baseline kind; None-filled with a note when n < 2 on either side."""
+    reason = _too_few(desc, baseline)
+    if reason is not None:
+        return BaselineTests(notes=(reason,))
+    if baseline.kind == "constant":
+        return _tests_vs_constant(values, desc, baseline.mean)
+    if baseline.kind == "summary":
+        return _tests_vs_summary(desc, baseline)
+    return _tests_vs_values(values, desc, baseline)
+
+
+
+# ---------------------------------------------------------------------------------------------
+# family-wise correction and bootstrap
+
+
+def holm_adjust(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm step-down adjusted p values; None entries stay None and are not counted in m.
+
+    With the m present p values sorted ascending p_(1) ≤ … ≤ p_(m):
+    p̃_(i) = min(1, max_{j ≤ i} (m − j + 1)·p_(j)).
+    """
+    present = [i for i, p in enumerate(p_values) if p is not None]
+    p = np.array([p_values[i] for i in present], dtype=np.float64)
+    order = np.argsort(p, kind="stable")
+    scaled = (len(p) - np.arange(len(p))) * p[order]
+    adjusted_sorted = np.minimum(1.0, np.maximum.accumulate(scaled))
+    adjusted: list[float | None] = [None] * len(p_values)
+    for rank, position in enumerate(order):
+        adjusted[present[position]] = float(adjusted_sorted[rank])
+    return adjusted
+
+
+def _bootstrap_means(values: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Means of `n_resamples` resamples with replacement, shape (n_resamples,)."""
+    indices = rng.integers(0, values.size, size=(n_resamples, values.size))  # (B, n)
+    return values[indices].mean(axis=1)
+
+
+def bootstrap_delta_pct_ci(
+    values: np.ndarray, baseline: Baseline, *, alpha: float = 0.05, n_resamples: int = 10_000, seed: int = 0
+) -> tuple[float, float] | None:
+    """Percentile bootstrap CI of Δ% = 100·(x̄* − b̄*)/b̄*.
+
+    x̄* resamples the config's values; b̄* resamples the baseline's raw values when it has them, else
+    it is the baseline mean held fixed (constant or summary baseline). Seeded with `seed`, so the same
+    inputs give the same interval. None for fewer than 2 values or a non-finite Δ% (baseline mean 0).
+    """
+    if values.size < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    config_means = _bootstrap_means(values, n_resamples, rng)
+    if baseline.values is None:
+        baseline_means = np.full(n_resamples, baseline.mean)
+    else:
+        baseline_means = _bootstrap_means(np.asarray(baseline.values), n_resamples, rng)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        delta_pct = 100.0 * (config_means - baseline_means) / baseline_means
+    if not np.all(np.isfinite(delta_pct)):
+        return None
+    low, high = np.quantile(delta_pct, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+def _delta_pct(delta: float, reference: float) -> float | None:
+    """Δ% = 100·Δ / reference; None when the reference is 0."""
+    return None if reference == 0 else 100.0 * delta / reference
+
+
+# ---------------------------------------------------------------------------------------------
+# rows, ablation, success level
+
+
+@dataclass(frozen=True)
+class ConfigRow:
+    """One config against the baseline. Δ fields are None on the baseline's own row."""
+
+    name: str
+    n: int
+    mean: float | None
+    sd: float | None
+    median: float | None
+    min: float | None
+    max: float | None
+    ci_low: float | None
+    ci_high: float | None
+    delta: float | None
+    delta_pct: float | None
+    delta_pct_ci_low: float | None
+    delta_pct_ci_high: float | None
+    welch_t: float | None
+    welch_df: float | None
+    welch_p: float | None
+    student_t: float | None
+    student_p: float | None
+    mannwhitney_u: float | None
+    mannwhitney_p: float | None
+    hedges_g: float | None
+    holm_p: float | None
+    is_baseline: bool
+    notes: tuple[str, ...]
+
+
+def _config_row(
+    name: str, values: np.ndarray, baseline: Baseline, *, alpha: float, n_resamples: int, seed: int
+) -> ConfigRow:
+    """Describe one config and test it against the baseline (Holm p is filled in by `compare`)."""
+    desc = describe(values, alpha)
+    is_baseline = baseline.kind == "values" and name == baseline.name
+    if is_baseline or desc.mean is None:
+        tests = BaselineTests(notes=("this is the baseline",) if is_baseline else ("no values",))
+        delta = delta_pct = ci = None
+    else:
+        tests = baseline_tests(values, desc, baseline)
+        delta = desc.mean - baseline.mean
+        delta_pct = _delta_pct(delta, baseline.mean)
+        ci = bootstrap_delta_pct_ci(values, baseline, alpha=alpha, n_resamples=n_resamples, seed=seed)
+    test_fields = {k: v for k, v in asdict(tests).items() if k != "notes"}
+    return ConfigRow(
+        name=name, **asdict(desc), delta=delta, delta_pct=delta_pct,
+        delta_pct_ci_low=None if ci is None else ci[0], delta_pct_ci_high=None if ci is None else ci[1],
+        **test_fields, holm_p=None, is_baseline=is_baseline, notes=tests.notes,
+    )
+
+
+@dataclass(frozen=True)
+class AblationStep:
+    """What one component adds: `config` (with it) against `reference` (without it)."""
+
+    config: str
+    reference: str
+    component: str
+    delta_mean: float
+    delta_pct: float | None
+    welch_p: float | None
+    hedges_g: float | None
+    notes: tuple[str, ...]
+
+
+def _has_values(samples: Mapping[str, np.ndarray], name: str) -> bool:
+    return name in samples and samples[name].size > 0
+
+
+def ablation_steps(samples: Mapping[str, np.ndarray], alpha: float = 0.05) -> tuple[AblationStep, ...]:
+    """Q-202 vs Q-201, Q-203 vs Q-202, Q-204 vs Q-203 for every pair whose both sides have values.
+
+    Δ = x̄_config − x̄_reference, Δ% relative to the reference mean, Welch p and Hedges g as above.
+    """
+    steps = []
+    for config, reference, component in ABLATION_PAIRS:
+        if not (_has_values(samples, config) and _has_values(samples, reference)):
+            continue
+        values, desc = samples[config], describe(samples[config], alpha)
+        reference_baseline = Baseline.from_values(reference, samples[reference])
+        tests = baseline_tests(values, desc, reference_baseline)
+        delta = desc.mean - reference_baseline.mean
+        steps.append(AblationStep(
+            config=config, reference=reference, component=component, delta_mean=delta,
+            delta_pct=_delta_pct(delta, reference_baseline.mean), welch_p=tests.welch_p,
+            hedges_g=tests.hedges_g, notes=tests.notes,
+        ))
+    return tuple(steps)
+
+
+@dataclass(frozen=True)
+class SuccessLevel:
+    """The plan's success level, from point estimates (`level`) and from significant evidence only."""
+
+    level: SuccessName
+    significant: bool
+    significant_level: SuccessName
+    q204_better_pct: float | None
+    notes: tuple[str, ...]
+
+
+def _improves(row: ConfigRow, alpha: float | None) -> bool:
+    """Mean below the baseline (Δ% < 0), and Holm p < alpha when `alpha` is given."""
+    better = row.delta_pct is not None and row.delta_pct < 0
+    return better and (alpha is None or (row.holm_p is not None and row.holm_p < alpha))
+
+
+def _level(rows: Sequence[ConfigRow], alpha: float | None) -> SuccessName:
+    """The highest level whose rule holds (see `success_level`)."""
+    q204 = next((r for r in rows if r.name == Q204 and _improves(r, alpha)), None)
+    if q204 is not None and -q204.delta_pct >= MAXIMUM_GAIN_PCT:
+        return "maximum"
+    if q204 is not None and -q204.delta_pct >= MODERATE_GAIN_PCT:
+        return "moderate"
+    return "minimum" if any(_improves(r, alpha) for r in rows) else "none"
+
+
+def success_level(rows: Sequence[ConfigRow], alpha: float = 0.05) -> SuccessLevel:
+    """The plan's success criteria, measured against the comparison's baseline.
+
+    Only the plan's configs (Q-201…Q-204) count, and never the baseline's own row.
+    better% = −Δ% = 100·(b̄ − x̄)/b̄.
+
+    - "maximum":  Q-204 is ≥ 3% better. The plan says 3–5%; above 5% is still "maximum", with a note
+      to check that the baseline matches the setting.
+    - "moderate": Q-204 is ≥ 1% and < 3% better.
+    - "minimum":  some plan config's mean is below the baseline mean (includes Q-204 < 1% better).
+    - "none":     otherwise.
+
+    `level` uses point estimates only. `significant_level` applies the same rules counting a config
+    only when its Holm-adjusted p < alpha (H0: equal means, two-sided; the 1% / 3% thresholds apply to
+    the point estimate). `significant` is True when `level` is not "none" and equals `significant_level`.
+    """
+    plan_rows = [r for r in rows if r.name in PLAN_CONFIGS and not r.is_baseline]
+    level, significant_level = _level(plan_rows, None), _level(plan_rows, alpha)
+    q204 = next((r for r in plan_rows if r.name == Q204), None)
+    better_pct = None if q204 is None or q204.delta_pct is None else -q204.delta_pct
+    notes = []
+    if q204 is None or q204.mean is None:
+        notes.append("Q-204 is absent, empty or the baseline itself: moderate and maximum cannot be assessed")
+    if better_pct is not None and better_pct > PLAN_MAXIMUM_UPPER_PCT:
+        notes.append(f"Q-204 is {better_pct:.2f}% better, above the plan's 3–5%: check the baseline setting")
+    return SuccessLevel(
+        level=level, significant=level != "none" and level == significant_level,
+        significant_level=significant_level, q204_better_pct=better_pct, notes=tuple(notes),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# entry point
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Every config against one baseline, the ablation steps and the plan's success level."""
+
+    metric: str
+    alpha: float
+    baseline: Baseline
+    rows: tuple[ConfigRow, ...]
+    ablation: tuple[AblationStep, ...]
+    success: SuccessLevel
+    notes: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (NaN and ±inf become None, tuples become lists)."""
+        return _json_safe(self)
+
+
+def _baseline_notes(baseline: Baseline) -> tuple[str, ...]:
+    """What the columns mean for this kind of baseline."""
+    if baseline.kind == "constant":
+        return ("constant baseline: the Welch columns hold the one-sample t-test (Welch's test with a "
+                "zero-variance baseline); Student and Mann-Whitney need a sampled baseline",)
+    if baseline.kind == "summary":
+        return ("summary baseline: t-tests from summary statistics; Mann-Whitney needs raw values",)
+    return ()
+
+
+def compare(
+    values: Mapping[str, Sequence[float]],
+    baseline: Baseline,
+    *,
+    metric: str = "val_mse",
+    alpha: float = 0.05,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+) -> Comparison:
+    """Compare each config's values of `metric` (lower is better) against `baseline`.
+
+    Keys of `values` are config names; the plan's configs must be given by canonical preset stem
+    (`q204_dcd_full`) for the ablation and the success level to find them. A config named like a
+    raw-values baseline is that baseline's row: described, not tested. Holm's correction runs over the
+    Welch p values of the rows that have one. Every row's bootstrap uses the same `seed`, so a row does
+    not depend on which other configs are compared.
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    samples = {name: _finite_array(name, v) for name, v in values.items()}
+    rows = [
+        _config_row(name, sample, baseline, alpha=alpha, n_resamples=n_resamples, seed=seed)
+        for name, sample in samples.items()
+    ]
+    holm = holm_adjust([row.welch_p for row in rows])
+    rows = [replace(row, holm_p=p) for row, p in zip(rows, holm, strict=True)]
+    return Comparison(
+        metric=metric, alpha=alpha, baseline=baseline, rows=tuple(rows),
+        ablation=ablation_steps(samples, alpha), success=success_level(rows, alpha),
+        notes=_baseline_notes(baseline),
+    )

@@ -1,0 +1,5 @@
+import sys
+
+from ired_dcd.cli import main
+
+sys.exit(main())

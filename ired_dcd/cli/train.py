@@ -1,0 +1,91 @@
+"""`ired-dcd train` and `ired-dcd configs`: the research core on the command line, no server needed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser("train", help="train a preset for one or more seeds (as one ensemble)")
+    train.add_argument("--config", required=True, help="preset: q204, Q-204 or q204_dcd_full")
+    train.add_argument("--seeds", default="0", help="e.g. 0-9 or 0,1,2 (default 0)")
+    train.add_argument("--steps", type=int, help="train_steps (shorthand for --set train_steps=N)")
+    train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config field; repeatable, values read as JSON")
+    train.add_argument("--tag", dest="tags", action="append", default=[], help="tag stored with each result")
+    train.add_argument("--out", type=Path, default=Path("runs"), help="output directory (default ./runs)")
+    train.add_argument("--no-resume", action="store_true", help="start fresh even if a checkpoint exists")
+    train.set_defaults(func=run_train)
+
+    configs = subparsers.add_parser("configs", help="list presets and how they differ from the defaults")
+    configs.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    configs.set_defaults(func=run_configs)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ired_core.configs import parse_overrides, parse_seeds, resolve_config
+    from ired_core.run_files import JobDirectory
+    from ired_core.trainer import MetricsEvent, Trainer
+
+    overrides = parse_overrides(args.overrides)
+    if args.steps is not None:
+        overrides["train_steps"] = args.steps
+    config = resolve_config(args.config, overrides)
+    seeds = parse_seeds(args.seeds)
+    _check_device(args.device)
+    trainer = Trainer(config, seeds, device=args.device)
+    job = JobDirectory(args.out, config, seeds, args.tags)
+    if job.checkpoint_path.exists() and not args.no_resume:
+        trainer.load_checkpoint(job.checkpoint_path)
+        print(f"resuming {config.name} seeds {seeds} from step {trainer.step}", file=sys.stderr)
+    job.start(trainer, overrides)
+    print(f"{config.name}: {len(seeds)} seed(s) on {trainer.device_name}, {trainer.precision}, "
+          f"{config.train_steps} steps → {job.root}", file=sys.stderr)
+
+    bar = tqdm(total=config.train_steps, initial=trainer.step, unit="step", file=sys.stderr)
+
+    def on_metrics(event: MetricsEvent) -> None:
+        job.append_metrics(event)
+        bar.update(event.step - bar.n)
+        first = next(iter(event.per_seed.values()), {})
+        shown = {k: f"{first[k]:.4g}" for k in ("loss", "val_mse") if k in first}
+        bar.set_postfix(shown, refresh=False)
+
+    outcomes = trainer.run(on_metrics=on_metrics, checkpoint_path=job.checkpoint_path)
+    bar.close()
+    job.finish(outcomes)
+    for outcome in outcomes:
+        mse = outcome.final_metrics.get("val_mse")
+        detail = f"val_mse={mse:.6g}" if mse is not None else (outcome.error or "")
+        print(f"seed {outcome.seed}: {outcome.status} at step {outcome.step} {detail}")
+    return 0 if all(o.status == "succeeded" for o in outcomes) else 1
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"--device {device!r}: valid choices are cpu, cuda, cuda:N")
+
+
+def run_configs(args: argparse.Namespace) -> int:
+    from ired_core.configs import preset_differences
+
+    differences = preset_differences()
+    if args.json:
+        print(json.dumps(differences, indent=2))
+        return 0
+    for name, fields in differences.items():
+        description = fields.pop("description", "")
+        print(f"{name}: {description}")
+        for key, value in fields.items():
+            print(f"    {key} = {json.dumps(value)}")
+    return 0

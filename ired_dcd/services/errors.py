@@ -1,0 +1,21 @@
+"""Errors the service layer raises; the API maps each kind to one HTTP status."""
+
+
+class ServiceError(Exception):
+    """A request the service refuses; the message is safe to show to the user and names the field."""
+
+
+class NotFound(ServiceError):
+    """No such job, run or resource."""
+
+
+class InvalidInput(ServiceError):
+    """The input breaks a rule (unknown preset, bad override, bad seeds); nothing was stored."""
+
+
+class Conflict(ServiceError):
+    """The request does not fit the current state (cancel a finished job, retry a succeeded one)."""
+
+
+class Unavailable(ServiceError):
+    """A dependency (the queue) cannot be reached."""

@@ -1,0 +1,45 @@
+import math
+
+import pytest
+import torch
+
+from ired_core.schedule import ema_decay, energy_weight, make_schedule, q_sample, timestep_window
+
+
+def test_cosine_schedule_pinned_values():
+    s = make_schedule(10)
+    # √ᾱ₀ ≈ 0.986: the factor the reference's final y carries (SPEC §2)
+    assert s.sqrt_alphas_cumprod[0].item() == pytest.approx(0.985948, abs=1e-5)
+    assert torch.all(s.alphas_cumprod[1:] < s.alphas_cumprod[:-1])
+    assert s.step_size[5].item() == pytest.approx(
+        (s.betas[5] * torch.sqrt(1 / (1 - s.alphas_cumprod[5]))).item(), rel=1e-6)
+
+
+def test_q_sample_per_sample_timesteps():
+    s = make_schedule(10)
+    y0, eps = torch.ones(1, 2, 3), torch.zeros(1, 2, 3)
+    out = q_sample(y0, torch.tensor([[0, 9]]), eps, s)
+    assert torch.allclose(out[0, 0], s.sqrt_alphas_cumprod[0].expand(3))
+    assert torch.allclose(out[0, 1], s.sqrt_alphas_cumprod[9].expand(3))
+
+
+@pytest.mark.parametrize(("step", "expected"), [(0, 0.0), (100, 0.025), (200, 0.05), (999, 0.05)])
+def test_energy_weight_warms_up_linearly(step, expected):
+    assert energy_weight(step, 1000, 0.05, 0.2) == pytest.approx(expected)
+
+
+def test_energy_weight_without_warmup_is_flat():
+    assert energy_weight(0, 1000, 0.5, 0.0) == 0.5
+
+
+def test_timestep_window_keeps_mid_timesteps():
+    mask = timestep_window(torch.arange(10), 10, 0.2, 0.8)
+    assert mask.tolist() == [0, 0, 1, 1, 1, 1, 1, 1, 1, 0]
+
+
+def test_ema_decay_warms_up_then_caps():
+    assert ema_decay(50, 0.995) == 0.0
+    assert 0 < ema_decay(200, 0.995) < 0.995
+    assert ema_decay(100_000, 0.995) == 0.995
+    assert ema_decay(300, 0.995) == pytest.approx(min(0.995, 1 - (1 + 199) ** (-2 / 3)))
+    assert math.isfinite(ema_decay(10**9, 0.995))
