@@ -8,12 +8,14 @@ from the energy loss (weight 0) or down-weighted.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
 def inverse_residual(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """r = ‖A·X − I‖_F for flattened A, X of shape (…, r²) → (…)."""
-    rank = int(round(a.shape[-1] ** 0.5))
+    rank = math.isqrt(a.shape[-1])
     a_mat = a.unflatten(-1, (rank, rank))
     x_mat = x.unflatten(-1, (rank, rank))
     eye = torch.eye(rank, dtype=a.dtype, device=a.device)

@@ -92,5 +92,7 @@ class ReplayBuffer:
         for key, value in state.items():
             current = getattr(self, key)
             if current.shape != value.shape:
-                raise ValueError(f"replay buffer {key}: checkpoint shape {tuple(value.shape)} != {tuple(current.shape)}")
+                raise ValueError(
+                    f"replay buffer {key}: checkpoint shape {tuple(value.shape)} != {tuple(current.shape)}"
+                )
             setattr(self, key, value.to(current.device))

@@ -27,7 +27,7 @@ CSV_COLUMNS = ("metric", "baseline", "config", *_ROW_FIELDS, "significance")
 
 
 def significance_marks(p: float | None) -> str:
-    """"***" for p < 0.001, "**" for p < 0.01, "*" for p < 0.05, else ""."""
+    """Marks for a p value: *** below 0.001, ** below 0.01, * below 0.05, else none."""
     if p is None:
         return ""
     return next((marks for threshold, marks in SIGNIFICANCE_LEVELS if p < threshold), "")
@@ -52,13 +52,33 @@ def _holm_cell(row: ConfigRow) -> str:
 def _comparison_table(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
     """Headers and string cells of the per-config table."""
     level = f"{100 * (1 - comparison.alpha):g}%"
-    headers = ["config", "n", "mean", "sd", f"{level} CI", "Δ%", f"Δ% {level} CI", "Welch p", "MW p",
-               "Hedges g", "Holm p"]
+    headers = [
+        "config",
+        "n",
+        "mean",
+        "sd",
+        f"{level} CI",
+        "Δ%",
+        f"Δ% {level} CI",
+        "Welch p",
+        "MW p",
+        "Hedges g",
+        "Holm p",
+    ]
     rows = [
-        [row.name, str(row.n), _fmt(row.mean, ".6g"), _fmt(row.sd, ".3g"),
-         _interval(row.ci_low, row.ci_high, ".6g"), _fmt(row.delta_pct, "+.2f"),
-         _interval(row.delta_pct_ci_low, row.delta_pct_ci_high, "+.2f"), _fmt(row.welch_p, ".3g"),
-         _fmt(row.mannwhitney_p, ".3g"), _fmt(row.hedges_g, "+.2f"), _holm_cell(row)]
+        [
+            row.name,
+            str(row.n),
+            _fmt(row.mean, ".6g"),
+            _fmt(row.sd, ".3g"),
+            _interval(row.ci_low, row.ci_high, ".6g"),
+            _fmt(row.delta_pct, "+.2f"),
+            _interval(row.delta_pct_ci_low, row.delta_pct_ci_high, "+.2f"),
+            _fmt(row.welch_p, ".3g"),
+            _fmt(row.mannwhitney_p, ".3g"),
+            _fmt(row.hedges_g, "+.2f"),
+            _holm_cell(row),
+        ]
         for row in comparison.rows
     ]
     return headers, rows
@@ -68,16 +88,25 @@ def _ablation_table(steps: Sequence[AblationStep]) -> tuple[list[str], list[list
     """Headers and string cells of the ablation table."""
     headers = ["component", "config", "vs", "Δ mean", "Δ%", "Welch p", "Hedges g"]
     rows = [
-        [step.component, step.config, step.reference, _fmt(step.delta_mean, "+.3g"),
-         _fmt(step.delta_pct, "+.2f"), _fmt(step.welch_p, ".3g"), _fmt(step.hedges_g, "+.2f")]
+        [
+            step.component,
+            step.config,
+            step.reference,
+            _fmt(step.delta_mean, "+.3g"),
+            _fmt(step.delta_pct, "+.2f"),
+            _fmt(step.welch_p, ".3g"),
+            _fmt(step.hedges_g, "+.2f"),
+        ]
         for step in steps
     ]
     return headers, rows
 
 
 def _header_line(comparison: Comparison) -> str:
-    return (f"{comparison.metric} vs baseline {comparison.baseline.describe()}; "
-            "Δ% = 100·(mean − baseline)/baseline, negative is better")
+    return (
+        f"{comparison.metric} vs baseline {comparison.baseline.describe()}; "
+        "Δ% = 100·(mean − baseline)/baseline, negative is better"
+    )
 
 
 def success_lines(comparison: Comparison) -> list[str]:
@@ -124,14 +153,22 @@ def _markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return [line(headers), "|" + "|".join([":---", *["---:"] * (len(headers) - 1)]) + "|", *map(line, rows)]
 
 
-def _document(comparison: Comparison, table: Callable[[list[str], list[list[str]]], list[str]],
-              heading: Callable[[str], str], bullet: str) -> str:
+def _document(
+    comparison: Comparison,
+    table: Callable[[list[str], list[list[str]]], list[str]],
+    heading: Callable[[str], str],
+    bullet: str,
+) -> str:
     """The shared layout of the text and markdown reports."""
     lines = [heading(_header_line(comparison)), "", *table(*_comparison_table(comparison))]
     lines += ["", SIGNIFICANCE_LEGEND]
     if comparison.ablation:
-        lines += ["", heading("ablation: what each component adds to the previous config"), "",
-                  *table(*_ablation_table(comparison.ablation))]
+        lines += [
+            "",
+            heading("ablation: what each component adds to the previous config"),
+            "",
+            *table(*_ablation_table(comparison.ablation)),
+        ]
     lines += ["", heading("the plan's success level"), *(bullet + line for line in success_lines(comparison))]
     notes = _notes(comparison)
     if notes:
@@ -168,14 +205,21 @@ def format_csv(comparison: Comparison) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for row in comparison.rows:
-        cells = [comparison.metric, comparison.baseline.name, row.name,
-                 *(getattr(row, name) for name in _ROW_FIELDS), significance_marks(row.holm_p)]
+        cells = [
+            comparison.metric,
+            comparison.baseline.name,
+            row.name,
+            *(getattr(row, name) for name in _ROW_FIELDS),
+            significance_marks(row.holm_p),
+        ]
         writer.writerow([_csv_cell(cell) for cell in cells])
     return buffer.getvalue()
 
 
 _RENDERERS: dict[str, Callable[[Comparison], str]] = {
-    "text": format_text, "markdown": format_markdown, "csv": format_csv,
+    "text": format_text,
+    "markdown": format_markdown,
+    "csv": format_csv,
 }
 
 

@@ -181,7 +181,8 @@ def _parse_row(number: int, raw: Mapping[str, Any]) -> tuple[ResultRow | None, l
     metrics = {name: field(name, _parse_metric) for name in metric_names}
     errors += [
         RowError(number, name, "not a metric name (letters, digits and _, not starting with a digit)")
-        for name in metric_names if not METRIC_NAME.fullmatch(name)
+        for name in metric_names
+        if not METRIC_NAME.fullmatch(name)
     ]
     if not metric_names:
         errors.append(RowError(number, "metrics", "no metric value (e.g. a val_mse column)"))

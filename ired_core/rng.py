@@ -29,9 +29,7 @@ class SeedStreams:
 
     def randint(self, high: int, *shape: int) -> torch.Tensor:
         """Uniform integers in [0, high) of shape (S, *shape)."""
-        return torch.stack(
-            [torch.randint(high, shape, generator=g, device=self.device) for g in self.generators]
-        )
+        return torch.stack([torch.randint(high, shape, generator=g, device=self.device) for g in self.generators])
 
     def get_state(self) -> list[torch.Tensor]:
         return [g.get_state() for g in self.generators]

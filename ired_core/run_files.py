@@ -50,18 +50,21 @@ class JobDirectory:
         for seed in self.seeds:
             directory = self.seed_dir(seed)
             directory.mkdir(parents=True, exist_ok=True)
-            _write_json_atomic(directory / "config.json", {
-                "preset": self.config.name,
-                "overrides": overrides,
-                "config": self.config.model_dump(),
-                "config_hash": config_hash(self.config),
-                "seed": seed,
-                "code_version": code_version(),
-                "torch_version": torch.__version__,
-                "device": trainer.device_name,
-                "precision": trainer.precision,
-                "started_at": datetime.now(UTC).isoformat(),
-            })
+            _write_json_atomic(
+                directory / "config.json",
+                {
+                    "preset": self.config.name,
+                    "overrides": overrides,
+                    "config": self.config.model_dump(),
+                    "config_hash": config_hash(self.config),
+                    "seed": seed,
+                    "code_version": code_version(),
+                    "torch_version": torch.__version__,
+                    "device": trainer.device_name,
+                    "precision": trainer.precision,
+                    "started_at": datetime.now(UTC).isoformat(),
+                },
+            )
             self._trim_metrics(directory / "metrics.jsonl", trainer.step)
 
     @staticmethod
@@ -78,14 +81,17 @@ class JobDirectory:
 
     def finish(self, outcomes: Sequence[SeedOutcome]) -> None:
         for outcome in outcomes:
-            _write_json_atomic(self.seed_dir(outcome.seed) / "result.json", {
-                "config": self.config.name,
-                "config_hash": config_hash(self.config),
-                "seed": outcome.seed,
-                "status": outcome.status,
-                "step": outcome.step,
-                "metrics": outcome.final_metrics,
-                "error": outcome.error,
-                "tags": self.tags,
-                "finished_at": datetime.now(UTC).isoformat(),
-            })
+            _write_json_atomic(
+                self.seed_dir(outcome.seed) / "result.json",
+                {
+                    "config": self.config.name,
+                    "config_hash": config_hash(self.config),
+                    "seed": outcome.seed,
+                    "status": outcome.status,
+                    "step": outcome.step,
+                    "metrics": outcome.final_metrics,
+                    "error": outcome.error,
+                    "tags": self.tags,
+                    "finished_at": datetime.now(UTC).isoformat(),
+                },
+            )

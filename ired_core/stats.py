@@ -134,7 +134,11 @@ class Baseline:
         if array.size == 0:
             raise ValueError(f"{name}: a baseline needs at least one value")
         return cls(
-            name=name, kind="values", mean=float(array.mean()), sd=_sample_sd(array), n=int(array.size),
+            name=name,
+            kind="values",
+            mean=float(array.mean()),
+            sd=_sample_sd(array),
+            n=int(array.size),
             values=tuple(float(v) for v in array),
         )
 
@@ -193,8 +197,14 @@ def describe(values: np.ndarray, alpha: float = 0.05) -> Description:
         half_width = stats.t.ppf(1 - alpha / 2, n - 1) * sd / math.sqrt(n)
         ci_low, ci_high = mean - half_width, mean + half_width
     return Description(
-        n=n, mean=mean, sd=sd, median=float(np.median(values)), min=float(values.min()),
-        max=float(values.max()), ci_low=_float_or_none(ci_low), ci_high=_float_or_none(ci_high),
+        n=n,
+        mean=mean,
+        sd=sd,
+        median=float(np.median(values)),
+        min=float(values.min()),
+        max=float(values.max()),
+        ci_low=_float_or_none(ci_low),
+        ci_high=_float_or_none(ci_high),
     )
 
 
@@ -261,7 +271,8 @@ def _tests_vs_constant(values: np.ndarray, desc: Description, reference: float) 
         return BaselineTests(notes=("zero variance (and a constant baseline): the t statistic is undefined",))
     result = stats.ttest_1samp(values, reference)
     return BaselineTests(
-        welch_t=_float_or_none(result.statistic), welch_df=float(desc.n - 1),
+        welch_t=_float_or_none(result.statistic),
+        welch_df=float(desc.n - 1),
         welch_p=_float_or_none(result.pvalue),
         hedges_g=_float_or_none(hedges_g_one_sample(desc.mean, desc.sd, desc.n, reference)),
     )
@@ -275,15 +286,17 @@ def _tests_vs_summary(desc: Description, baseline: Baseline) -> BaselineTests:
     """
     if desc.sd == 0 and baseline.sd == 0:
         return BaselineTests(notes=("zero variance in both groups: the t statistics are undefined",))
-    moments = dict(mean1=desc.mean, std1=desc.sd, nobs1=desc.n, mean2=baseline.mean, std2=baseline.sd,
-                   nobs2=baseline.n)
+    moments = dict(
+        mean1=desc.mean, std1=desc.sd, nobs1=desc.n, mean2=baseline.mean, std2=baseline.sd, nobs2=baseline.n
+    )
     welch = stats.ttest_ind_from_stats(**moments, equal_var=False)
     student = stats.ttest_ind_from_stats(**moments, equal_var=True)
     return BaselineTests(
         welch_t=_float_or_none(welch.statistic),
         welch_df=_float_or_none(welch_df(desc.sd, desc.n, baseline.sd, baseline.n)),
         welch_p=_float_or_none(welch.pvalue),
-        student_t=_float_or_none(student.statistic), student_p=_float_or_none(student.pvalue),
+        student_t=_float_or_none(student.statistic),
+        student_p=_float_or_none(student.pvalue),
         hedges_g=_float_or_none(hedges_g(desc.mean, desc.sd, desc.n, baseline.mean, baseline.sd, baseline.n)),
     )
 
@@ -308,7 +321,6 @@ def baseline_tests(values: np.ndarray, desc: Description, baseline: Baseline) ->
     if baseline.kind == "summary":
         return _tests_vs_summary(desc, baseline)
     return _tests_vs_values(values, desc, baseline)
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,9 +430,16 @@ def _config_row(
         ci = bootstrap_delta_pct_ci(values, baseline, alpha=alpha, n_resamples=n_resamples, seed=seed)
     test_fields = {k: v for k, v in asdict(tests).items() if k != "notes"}
     return ConfigRow(
-        name=name, **asdict(desc), delta=delta, delta_pct=delta_pct,
-        delta_pct_ci_low=None if ci is None else ci[0], delta_pct_ci_high=None if ci is None else ci[1],
-        **test_fields, holm_p=None, is_baseline=is_baseline, notes=tests.notes,
+        name=name,
+        **asdict(desc),
+        delta=delta,
+        delta_pct=delta_pct,
+        delta_pct_ci_low=None if ci is None else ci[0],
+        delta_pct_ci_high=None if ci is None else ci[1],
+        **test_fields,
+        holm_p=None,
+        is_baseline=is_baseline,
+        notes=tests.notes,
     )
 
 
@@ -455,11 +474,18 @@ def ablation_steps(samples: Mapping[str, np.ndarray], alpha: float = 0.05) -> tu
         reference_baseline = Baseline.from_values(reference, samples[reference])
         tests = baseline_tests(values, desc, reference_baseline)
         delta = desc.mean - reference_baseline.mean
-        steps.append(AblationStep(
-            config=config, reference=reference, component=component, delta_mean=delta,
-            delta_pct=_delta_pct(delta, reference_baseline.mean), welch_p=tests.welch_p,
-            hedges_g=tests.hedges_g, notes=tests.notes,
-        ))
+        steps.append(
+            AblationStep(
+                config=config,
+                reference=reference,
+                component=component,
+                delta_mean=delta,
+                delta_pct=_delta_pct(delta, reference_baseline.mean),
+                welch_p=tests.welch_p,
+                hedges_g=tests.hedges_g,
+                notes=tests.notes,
+            )
+        )
     return tuple(steps)
 
 
@@ -516,8 +542,11 @@ def success_level(rows: Sequence[ConfigRow], alpha: float = 0.05) -> SuccessLeve
     if better_pct is not None and better_pct > PLAN_MAXIMUM_UPPER_PCT:
         notes.append(f"Q-204 is {better_pct:.2f}% better, above the plan's 3–5%: check the baseline setting")
     return SuccessLevel(
-        level=level, significant=level != "none" and level == significant_level,
-        significant_level=significant_level, q204_better_pct=better_pct, notes=tuple(notes),
+        level=level,
+        significant=level != "none" and level == significant_level,
+        significant_level=significant_level,
+        q204_better_pct=better_pct,
+        notes=tuple(notes),
     )
 
 
@@ -545,10 +574,15 @@ class Comparison:
 def _baseline_notes(baseline: Baseline) -> tuple[str, ...]:
     """What the columns mean for this kind of baseline."""
     if baseline.kind == "constant":
-        return ("constant baseline: the Welch columns hold the one-sample t-test (Welch's test with a "
-                "zero-variance baseline); Student and Mann-Whitney need a sampled baseline",)
+        return (
+            "constant baseline: the Welch columns hold the one-sample t-test (Welch's test with a "
+            "zero-variance baseline); Student and Mann-Whitney need a sampled baseline",
+        )
     if baseline.kind == "summary":
-        return ("summary baseline: t-tests from summary statistics; Mann-Whitney needs raw values",)
+        return (
+            "summary baseline: t-tests from summary statistics; Mann-Whitney needs raw values; "
+            "the Δ% interval resamples the configs and holds the baseline mean fixed",
+        )
     return ()
 
 
@@ -579,7 +613,11 @@ def compare(
     holm = holm_adjust([row.welch_p for row in rows])
     rows = [replace(row, holm_p=p) for row, p in zip(rows, holm, strict=True)]
     return Comparison(
-        metric=metric, alpha=alpha, baseline=baseline, rows=tuple(rows),
-        ablation=ablation_steps(samples, alpha), success=success_level(rows, alpha),
+        metric=metric,
+        alpha=alpha,
+        baseline=baseline,
+        rows=tuple(rows),
+        ablation=ablation_steps(samples, alpha),
+        success=success_level(rows, alpha),
         notes=_baseline_notes(baseline),
     )

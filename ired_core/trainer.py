@@ -176,8 +176,15 @@ class Trainer:
                 terms = self._energy_terms(a, y0, t)
                 loss = loss_denoise + weight * terms["mask"] * terms["loss_energy"]
             else:
-                terms = {"loss_energy": zeros, "energy_pos": zeros, "energy_neg": zeros, "mask": zeros,
-                         "accept_rate": zeros[:, 0], "replay_frac": zeros[:, 0], "filtered_frac": zeros[:, 0]}
+                terms = {
+                    "loss_energy": zeros,
+                    "energy_pos": zeros,
+                    "energy_neg": zeros,
+                    "mask": zeros,
+                    "accept_rate": zeros[:, 0],
+                    "replay_frac": zeros[:, 0],
+                    "filtered_frac": zeros[:, 0],
+                }
                 loss = loss_denoise
             per_seed_loss = loss.float().mean(dim=1)  # (S,)
         # 3. update: seeds are independent, so Σ over seeds gives each seed its own gradient
@@ -215,20 +222,31 @@ class Trainer:
         # chain start: fresh noise around the data, or the model's own reverse step from t+1
         if cfg.negative_init == "diffusion":
             t_next = torch.clamp(t + 1, max=cfg.timesteps - 1)
-            start = reverse_step_init(self.model, a, q_sample(y0, t_next, cfg.noise_scale * eps_neg, schedule),
-                                      t, schedule)
+            start = reverse_step_init(
+                self.model, a, q_sample(y0, t_next, cfg.noise_scale * eps_neg, schedule), t, schedule
+            )
         else:
             start = q_sample(y0, t, cfg.noise_scale * eps_neg, schedule)
         replay_frac = torch.zeros(t.shape[0], device=t.device)
         if self.replay is not None:
             draw = self.replay.draw(t, cfg.p_replay, self.negative_streams)
             slot = draw.replayed.unsqueeze(-1)
-            a, y0, start = torch.where(slot, draw.a, a), torch.where(slot, draw.y0, y0), torch.where(slot, draw.chain, start)
+            a, y0, start = (
+                torch.where(slot, draw.a, a),
+                torch.where(slot, draw.y0, y0),
+                torch.where(slot, draw.chain, start),
+            )
             t = torch.where(draw.replayed, draw.t, t)
             replay_frac = draw.replayed.float().mean(1)
         chain, accept_rate = run_chain(
-            self.model, a, start, t, schedule,
-            sampler=cfg.sampler, steps=cfg.sampler_steps, sigma_mult=cfg.langevin_sigma_mult,
+            self.model,
+            a,
+            start,
+            t,
+            schedule,
+            sampler=cfg.sampler,
+            steps=cfg.sampler_steps,
+            sigma_mult=cfg.langevin_sigma_mult,
             streams=self.negative_streams,
         )
         if self.replay is not None:
@@ -242,8 +260,11 @@ class Trainer:
         filtered_frac = torch.zeros_like(replay_frac)
         if cfg.residual_filter:
             weights, filtered = filter_weights(
-                inverse_residual(a, x0_neg), t, cfg.timesteps,
-                quantiles=cfg.residual_filter_quantile, tau=cfg.residual_filter_tau,
+                inverse_residual(a, x0_neg),
+                t,
+                cfg.timesteps,
+                quantiles=cfg.residual_filter_quantile,
+                tau=cfg.residual_filter_tau,
                 filtered_weight=cfg.residual_filter_weight,
             )
             mask = mask * weights
@@ -281,14 +302,20 @@ class Trainer:
             held_out = held_out_set(cfg.val_size, cfg.rank, diag, cfg.val_seed + seed_offset)
             with self._autocast():
                 mse_y, mse_x0 = held_out_mse(
-                    self.ema, held_out, self.schedule, steps=cfg.inference_steps,
-                    batch_size=batch_size or cfg.eval_batch_size, noise_seed=cfg.val_seed + seed_offset,
+                    self.ema,
+                    held_out,
+                    self.schedule,
+                    steps=cfg.inference_steps,
+                    batch_size=batch_size or cfg.eval_batch_size,
+                    noise_seed=cfg.val_seed + seed_offset,
                 )
             results[f"val_mse{split}"] = mse_y
             if not split:
                 results["val_mse_x0"] = mse_x0
         table = torch.stack([results[name] for name in VALIDATION_METRICS], dim=1).cpu().tolist()
-        return {seed: dict(zip(VALIDATION_METRICS, row, strict=True)) for seed, row in zip(self.seeds, table, strict=True)}
+        return {
+            seed: dict(zip(VALIDATION_METRICS, row, strict=True)) for seed, row in zip(self.seeds, table, strict=True)
+        }
 
     # ---------------------------------------------------------------- the loop
     def run(

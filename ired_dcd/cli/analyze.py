@@ -22,17 +22,23 @@ EXIT_ERROR = 2
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `analyze` subcommand to the `ired-dcd` parser."""
     parser = subparsers.add_parser(
-        "analyze", help="statistics of a metric per config against a baseline",
+        "analyze",
+        help="statistics of a metric per config against a baseline",
         description="Compare configs against a baseline: mean, CI, Δ%, Welch/Mann-Whitney p, Hedges g, "
-                    "Holm-adjusted p, the ablation steps and the plan's success level.",
+        "Holm-adjusted p, the ablation steps and the plan's success level.",
     )
-    parser.add_argument("--dir", type=Path, help="results directory written by `ired-dcd train` "
-                                                 "(default: the database)")
-    parser.add_argument("--baseline", default="plan",
-                        help=f"{' | '.join(BUILTIN_BASELINES)} | a config such as q201 (default: plan)")
+    parser.add_argument(
+        "--dir", type=Path, help="results directory written by `ired-dcd train` (default: the database)"
+    )
+    parser.add_argument(
+        "--baseline",
+        default="plan",
+        help=f"{' | '.join(BUILTIN_BASELINES)} | a config such as q201 (default: plan)",
+    )
     parser.add_argument("--configs", help="comma-separated configs, e.g. q201,q202,q203,q204 (default: all)")
-    parser.add_argument("--metric", default="val_mse",
-                        help="metric to compare, lower is better (default: val_mse)")
+    parser.add_argument(
+        "--metric", default="val_mse", help="metric to compare, lower is better (default: val_mse)"
+    )
     parser.add_argument("--format", choices=("text", "markdown", "csv"), default="text")
     parser.set_defaults(func=run_analyze)
 
@@ -54,8 +60,10 @@ def _baseline_config(name: str) -> str | None:
     try:
         return canonical_preset(name)
     except ValueError:
-        raise ValueError(f"--baseline: {name!r} is neither a built-in baseline "
-                         f"({', '.join(BUILTIN_BASELINES)}) nor a known config") from None
+        raise ValueError(
+            f"--baseline: {name!r} is neither a built-in baseline "
+            f"({', '.join(BUILTIN_BASELINES)}) nor a known config"
+        ) from None
 
 
 def _load_from_database(configs: Sequence[str] | None, metric: str) -> dict[str, list[float]]:
@@ -63,8 +71,10 @@ def _load_from_database(configs: Sequence[str] | None, metric: str) -> dict[str,
     try:
         from ired_dcd.services.results import load_metric_values
     except ImportError as error:
-        raise ValueError(f"reading results from the database is not available ({error}); "
-                         "pass --dir with a results directory from `ired-dcd train`") from None
+        raise ValueError(
+            f"reading results from the database is not available ({error}); "
+            "pass --dir with a results directory from `ired-dcd train`"
+        ) from None
     try:
         return load_metric_values(configs=configs, metric=metric)
     except Exception as error:  # the CLI boundary: any database failure becomes a message, not a traceback
@@ -100,10 +110,7 @@ def _analyze(args: argparse.Namespace) -> str:
         wanted = list(dict.fromkeys([*configs, baseline_config]))
     found = _load(args, wanted)
     baseline = _baseline(args.baseline, baseline_config, found, args.metric)
-    if configs is None:
-        values = dict(sorted(found.items()))
-    else:
-        values = {name: found.get(name, []) for name in configs}
+    values = dict(sorted(found.items())) if configs is None else {name: found.get(name, []) for name in configs}
     return render(compare(values, baseline, metric=args.metric), args.format)
 
 

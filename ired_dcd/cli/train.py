@@ -14,8 +14,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--seeds", default="0", help="e.g. 0-9 or 0,1,2 (default 0)")
     train.add_argument("--steps", type=int, help="train_steps (shorthand for --set train_steps=N)")
     train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config field; repeatable, values read as JSON")
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field; repeatable, values read as JSON",
+    )
     train.add_argument("--tag", dest="tags", action="append", default=[], help="tag stored with each result")
     train.add_argument("--out", type=Path, default=Path("runs"), help="output directory (default ./runs)")
     train.add_argument("--no-resume", action="store_true", help="start fresh even if a checkpoint exists")
@@ -45,8 +51,11 @@ def run_train(args: argparse.Namespace) -> int:
         trainer.load_checkpoint(job.checkpoint_path)
         print(f"resuming {config.name} seeds {seeds} from step {trainer.step}", file=sys.stderr)
     job.start(trainer, overrides)
-    print(f"{config.name}: {len(seeds)} seed(s) on {trainer.device_name}, {trainer.precision}, "
-          f"{config.train_steps} steps → {job.root}", file=sys.stderr)
+    print(
+        f"{config.name}: {len(seeds)} seed(s) on {trainer.device_name}, {trainer.precision}, "
+        f"{config.train_steps} steps → {job.root}",
+        file=sys.stderr,
+    )
 
     bar = tqdm(total=config.train_steps, initial=trainer.step, unit="step", file=sys.stderr)
 

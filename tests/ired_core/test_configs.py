@@ -17,8 +17,12 @@ def test_aliases_resolve_to_the_preset_file(alias):
 
 def test_all_six_presets_ship_and_validate():
     assert set(list_presets()) == {
-        "q100_denoise_only", "q200_ired_reference", "q201_dcd_baseline",
-        "q202_dcd_cdloss", "q203_dcd_replay", "q204_dcd_full",
+        "q100_denoise_only",
+        "q200_ired_reference",
+        "q201_dcd_baseline",
+        "q202_dcd_cdloss",
+        "q203_dcd_replay",
+        "q204_dcd_full",
     }
     for name in list_presets():
         assert resolve_config(name).name == name
@@ -33,18 +37,28 @@ def test_presets_match_the_ablation_table():
     assert (q204.energy_warmup_frac, q204.energy_t_min_frac, q204.energy_t_max_frac) == (0.2, 0.2, 0.8)
     for cfg in (q201, q202, q203, q204):
         assert (cfg.rank, cfg.batch_size, cfg.train_steps, cfg.noise_scale, cfg.sampler_steps) == (
-            20, 2048, 100_000, 1.5, 10)
+            20,
+            2048,
+            100_000,
+            1.5,
+            10,
+        )
 
 
 def test_unknown_preset_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown preset 'q999'.*q204_dcd_full"):
+    with pytest.raises(ValueError, match=r"unknown preset 'q999'.*q204_dcd_full"):
         resolve_config("q999")
 
 
 @pytest.mark.parametrize(
     ("overrides", "field"),
-    [({"batch_size": "big"}, "batch_size"), ({"no_such_knob": 1}, "no_such_knob"), ({"p_replay": 1.5}, "p_replay"),
-     ({"sampler": "hmc"}, "sampler"), ({"residual_filter_quantile": [0.3, 0.2]}, "residual_filter_quantile")],
+    [
+        ({"batch_size": "big"}, "batch_size"),
+        ({"no_such_knob": 1}, "no_such_knob"),
+        ({"p_replay": 1.5}, "p_replay"),
+        ({"sampler": "hmc"}, "sampler"),
+        ({"residual_filter_quantile": [0.3, 0.2]}, "residual_filter_quantile"),
+    ],
 )
 def test_bad_override_names_the_field(overrides, field):
     with pytest.raises(ValueError, match=field):
@@ -59,7 +73,10 @@ def test_hash_changes_with_any_knob_but_not_the_label():
 
 def test_overrides_and_seeds_parse():
     assert parse_overrides(["batch_size=64", "sampler=langevin", "replay=true"]) == {
-        "batch_size": 64, "sampler": "langevin", "replay": True}
+        "batch_size": 64,
+        "sampler": "langevin",
+        "replay": True,
+    }
     assert parse_seeds("0-3,7") == [0, 1, 2, 3, 7]
     for bad in ("", "a", "3-1", "0-100"):
         with pytest.raises(ValueError, match="seeds"):

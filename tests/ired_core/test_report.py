@@ -28,8 +28,16 @@ def comparison():
 
 @pytest.mark.parametrize(
     ("p", "marks"),
-    [(0.0009, "***"), (0.001, "**"), (0.0099, "**"), (0.01, "*"), (0.049, "*"), (0.05, ""), (0.7, ""),
-     (None, "")],
+    [
+        (0.0009, "***"),
+        (0.001, "**"),
+        (0.0099, "**"),
+        (0.01, "*"),
+        (0.049, "*"),
+        (0.05, ""),
+        (0.7, ""),
+        (None, ""),
+    ],
 )
 def test_significance_marks(p, marks):
     assert significance_marks(p) == marks
@@ -65,8 +73,9 @@ def test_text_report_has_baseline_ablation_success_and_notes(comparison):
 
 
 def test_text_report_marks_the_baseline_row_and_omits_an_empty_ablation():
-    text = format_text(compare({Q201: VALUES[Q201], "other": VALUES[Q204]},
-                               Baseline.from_values(Q201, VALUES[Q201])))
+    text = format_text(
+        compare({Q201: VALUES[Q201], "other": VALUES[Q204]}, Baseline.from_values(Q201, VALUES[Q201]))
+    )
     baseline_line = next(line for line in table_lines(text) if line.startswith(Q201))
     assert baseline_line.rstrip().endswith("baseline")
     assert "ablation" not in text

@@ -15,8 +15,9 @@ def write_result(root: Path, config: str, seed: int, status: str = "succeeded", 
     path = root / config / f"seed_{seed}" / "result.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     metrics = metrics or {"val_mse": 0.0095 + seed * 1e-6, "val_mse_ood": 0.2 + seed * 1e-3}
-    path.write_text(json.dumps({"config": config, "seed": seed, "status": status, "metrics": metrics,
-                                "tags": []}))
+    path.write_text(
+        json.dumps({"config": config, "seed": seed, "status": status, "metrics": metrics, "tags": []})
+    )
     return path
 
 
@@ -73,8 +74,11 @@ def test_the_same_run_twice_is_an_error(tmp_path):
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("{not json", "cannot read result"), ("[1, 2]", "expected a JSON object"),
-     ('{"config": "q204_dcd_full", "seed": "0", "status": "succeeded"}', "'seed' must be")],
+    [
+        ("{not json", "cannot read result"),
+        ("[1, 2]", "expected a JSON object"),
+        ('{"config": "q204_dcd_full", "seed": "0", "status": "succeeded"}', "'seed' must be"),
+    ],
 )
 def test_malformed_result_files_name_the_file(tmp_path, content, message):
     path = tmp_path / "q204_dcd_full" / "seed_0" / "result.json"
@@ -89,11 +93,7 @@ def test_malformed_result_files_name_the_file(tmp_path, content, message):
 
 
 def test_csv_rows_are_parsed_with_aliases_tags_and_empty_cells():
-    text = (
-        "config,seed,val_mse,val_mse_ood,tags\n"
-        "q204,0,0.0095,0.21,lab-b;slurm\n"
-        "Q-201, 3 ,9.7e-3,,\n"
-    )
+    text = "config,seed,val_mse,val_mse_ood,tags\nq204,0,0.0095,0.21,lab-b;slurm\nQ-201, 3 ,9.7e-3,,\n"
     assert parse_result_rows(text, "csv") == [
         ResultRow("q204_dcd_full", 0, {"val_mse": 0.0095, "val_mse_ood": 0.21}, ("lab-b", "slurm")),
         ResultRow("q201_dcd_baseline", 3, {"val_mse": 0.0097}, ()),
@@ -101,10 +101,12 @@ def test_csv_rows_are_parsed_with_aliases_tags_and_empty_cells():
 
 
 def test_json_rows_are_parsed():
-    text = json.dumps([
-        {"config": "q202_dcd_cdloss", "seed": 1, "val_mse": 0.0096, "tags": ["x"]},
-        {"config": "q203", "seed": 2, "val_mse": 0.0096, "val_mse_ood": None},
-    ])
+    text = json.dumps(
+        [
+            {"config": "q202_dcd_cdloss", "seed": 1, "val_mse": 0.0096, "tags": ["x"]},
+            {"config": "q203", "seed": 2, "val_mse": 0.0096, "val_mse_ood": None},
+        ]
+    )
     assert parse_result_rows(text, "json") == [
         ResultRow("q202_dcd_cdloss", 1, {"val_mse": 0.0096}, ("x",)),
         ResultRow("q203_dcd_replay", 2, {"val_mse": 0.0096}, ()),
@@ -121,26 +123,40 @@ def errors_of(text: str, fmt: str) -> list[tuple[int, str]]:
 def test_csv_errors_name_every_row_and_field():
     text = (
         "config,seed,val_mse,tags\n"
-        "q204,0,0.0095,\n"        # fine, but nothing is returned when any row is bad
-        "q999,-1,nan,\n"          # three bad fields
-        "q204,1.0,inf,\n"         # seed not an integer, metric infinite
-        "q204,2,,\n"              # no metric at all
-        "q204,0,0.0096,\n"        # same config, seed and tags as row 1
+        "q204,0,0.0095,\n"  # fine, but nothing is returned when any row is bad
+        "q999,-1,nan,\n"  # three bad fields
+        "q204,1.0,inf,\n"  # seed not an integer, metric infinite
+        "q204,2,,\n"  # no metric at all
+        "q204,0,0.0096,\n"  # same config, seed and tags as row 1
     )
     assert errors_of(text, "csv") == [
-        (2, "config"), (2, "seed"), (2, "val_mse"), (3, "seed"), (3, "val_mse"), (4, "metrics"), (5, "seed"),
+        (2, "config"),
+        (2, "seed"),
+        (2, "val_mse"),
+        (3, "seed"),
+        (3, "val_mse"),
+        (4, "metrics"),
+        (5, "seed"),
     ]
 
 
 def test_json_errors_name_every_row_and_field():
-    text = json.dumps([
-        {"config": "q204", "seed": True, "val_mse": 0.0095},
-        "not an object",
-        {"config": 204, "seed": 0, "val_mse": "x", "tags": [""]},
-        {"config": "q204", "seed": 5, "val mse": 0.0095},
-    ])
+    text = json.dumps(
+        [
+            {"config": "q204", "seed": True, "val_mse": 0.0095},
+            "not an object",
+            {"config": 204, "seed": 0, "val_mse": "x", "tags": [""]},
+            {"config": "q204", "seed": -2, "val mse": 0.0095},
+        ]
+    )
     assert errors_of(text, "json") == [
-        (1, "seed"), (2, "row"), (3, "config"), (3, "tags"), (3, "val_mse"), (4, "val mse"),
+        (1, "seed"),
+        (2, "row"),
+        (3, "config"),
+        (3, "tags"),
+        (3, "val_mse"),
+        (4, "seed"),
+        (4, "val mse"),
     ]
 
 

@@ -12,7 +12,8 @@ def test_cosine_schedule_pinned_values():
     assert s.sqrt_alphas_cumprod[0].item() == pytest.approx(0.985948, abs=1e-5)
     assert torch.all(s.alphas_cumprod[1:] < s.alphas_cumprod[:-1])
     assert s.step_size[5].item() == pytest.approx(
-        (s.betas[5] * torch.sqrt(1 / (1 - s.alphas_cumprod[5]))).item(), rel=1e-6)
+        (s.betas[5] * torch.sqrt(1 / (1 - s.alphas_cumprod[5]))).item(), rel=1e-6
+    )
 
 
 def test_q_sample_per_sample_timesteps():

@@ -80,8 +80,9 @@ def test_raw_baseline_matches_scipy_welch_student_and_mann_whitney():
 def test_summary_baseline_uses_the_from_stats_forms():
     lab10 = builtin_baseline("lab10")
     row = row_of(compare({"x": X}, lab10), "x")
-    moments = dict(mean1=X.mean(), std1=np.std(X, ddof=1), nobs1=8,
-                   mean2=0.00969245, std2=0.0000227, nobs2=10)
+    moments = dict(
+        mean1=X.mean(), std1=np.std(X, ddof=1), nobs1=8, mean2=0.00969245, std2=0.0000227, nobs2=10
+    )
     welch = stats.ttest_ind_from_stats(**moments, equal_var=False)
     student = stats.ttest_ind_from_stats(**moments, equal_var=True)
     assert row.welch_t == pytest.approx(welch.statistic, rel=1e-10)
@@ -195,7 +196,9 @@ def test_a_row_does_not_depend_on_the_other_configs():
     alone = row_of(compare({"x": X}, builtin_baseline("plan")), "x")
     with_others = row_of(compare({"z": Y, "x": X}, builtin_baseline("plan")), "x")
     assert (alone.delta_pct_ci_low, alone.delta_pct_ci_high) == (
-        with_others.delta_pct_ci_low, with_others.delta_pct_ci_high)
+        with_others.delta_pct_ci_low,
+        with_others.delta_pct_ci_high,
+    )
 
 
 # --- degenerate cases -----------------------------------------------------------------------------
@@ -205,8 +208,18 @@ def test_n_equal_one_reports_the_value_and_no_invented_statistics():
     row = row_of(compare({"x": [0.0095]}, builtin_baseline("lab10")), "x")
     assert (row.n, row.mean, row.median, row.min, row.max) == (1, 0.0095, 0.0095, 0.0095, 0.0095)
     assert row.delta_pct == pytest.approx(100 * (0.0095 - 0.00969245) / 0.00969245)
-    for name in ("sd", "ci_low", "ci_high", "delta_pct_ci_low", "welch_t", "welch_p", "student_p",
-                 "mannwhitney_p", "hedges_g", "holm_p"):
+    for name in (
+        "sd",
+        "ci_low",
+        "ci_high",
+        "delta_pct_ci_low",
+        "welch_t",
+        "welch_p",
+        "student_p",
+        "mannwhitney_p",
+        "hedges_g",
+        "holm_p",
+    ):
         assert getattr(row, name) is None, name
     assert any("n = 1" in note for note in row.notes)
 
@@ -304,8 +317,14 @@ def tight(mean: float) -> list[float]:
 
 @pytest.mark.parametrize(
     ("q204_mean", "level"),
-    [(0.94, "maximum"), (0.969, "maximum"), (0.971, "moderate"), (0.989, "moderate"), (0.995, "minimum"),
-     (1.01, "none")],
+    [
+        (0.94, "maximum"),
+        (0.969, "maximum"),
+        (0.971, "moderate"),
+        (0.989, "moderate"),
+        (0.995, "minimum"),
+        (1.01, "none"),
+    ],
 )
 def test_success_level_thresholds_on_q204(q204_mean, level):
     success = compare({Q201: tight(1.02), Q204: tight(q204_mean)}, Baseline.constant("c", 1.0)).success
