@@ -1,0 +1,88 @@
+"""`ired-dcd train` / `ired-dcd configs` as a researcher runs them (real subprocesses)."""
+
+import json
+import subprocess
+import sys
+
+TINY_SETS = [
+    "rank=4",
+    "batch_size=16",
+    "hidden_dim=32",
+    "time_dim=16",
+    "val_size=64",
+    "eval_every=4",
+    "log_every=2",
+    "checkpoint_every=4",
+    "sampler_steps=2",
+    "replay_size=40",
+]
+
+
+def ired_dcd(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ired_dcd", *args], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def _train(out, steps: int) -> subprocess.CompletedProcess:
+    sets = [arg for item in TINY_SETS for arg in ("--set", item)]
+    return ired_dcd(
+        "train",
+        "--config",
+        "Q-204",
+        "--seeds",
+        "0,1",
+        "--steps",
+        str(steps),
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--tag",
+        "smoke",
+        *sets,
+    )
+
+
+def test_train_writes_config_metrics_result_and_checkpoint(tmp_path):
+    done = _train(tmp_path, 8)
+    assert done.returncode == 0, done.stderr
+    job = tmp_path / "q204_dcd_full"
+    assert (job / "checkpoint_seeds_0_1.pt").exists()
+    for seed in (0, 1):
+        config = json.loads((job / f"seed_{seed}" / "config.json").read_text())
+        assert config["seed"] == seed and config["config"]["residual_filter"] is True
+        assert {"config_hash", "code_version", "torch_version", "device", "precision"} <= set(config)
+        steps = [json.loads(line)["step"] for line in (job / f"seed_{seed}" / "metrics.jsonl").read_text().splitlines()]
+        assert steps == [2, 4, 6, 8]
+        result = json.loads((job / f"seed_{seed}" / "result.json").read_text())
+        assert result["status"] == "succeeded" and result["tags"] == ["smoke"]
+        assert set(result["metrics"]) == {"val_mse", "val_mse_x0", "val_mse_ood"}
+
+
+def test_train_again_with_more_steps_resumes_without_duplicate_metric_lines(tmp_path):
+    assert _train(tmp_path, 4).returncode == 0
+    done = _train(tmp_path, 8)
+    assert done.returncode == 0 and "resuming" in done.stderr and "from step 4" in done.stderr
+    lines = (tmp_path / "q204_dcd_full" / "seed_0" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [2, 4, 6, 8]
+
+
+def test_bad_input_exits_2_with_a_message_and_writes_nothing(tmp_path):
+    for args, message in [
+        (["--config", "q999"], "unknown preset"),
+        (["--config", "q204", "--set", "batch_size=lots"], "batch_size"),
+        (["--config", "q204", "--seeds", "3-1"], "seeds"),
+        (["--config", "q204", "--device", "tpu"], "--device"),
+    ]:
+        done = ired_dcd("train", *args, "--out", str(tmp_path))
+        assert done.returncode == 2, (args, done.stderr)
+        assert message in done.stderr and "Traceback" not in done.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_configs_lists_every_preset_with_its_differences():
+    done = ired_dcd("configs", "--json")
+    presets = json.loads(done.stdout)
+    assert presets["q204_dcd_full"]["residual_filter"] is True
+    assert len(presets) == 6
