@@ -73,28 +73,50 @@ class EnsembleEnergyModel(nn.Module):
 
     def energy(self, a: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """E_θ(A, y, t) per sample: a, y (S, B, r²), t (S, B) → (S, B)."""
+        return self._forward(a, y, t)[0]
+
+    def _forward(
+        self, a: torch.Tensor, y: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Energy and the activations its gradient needs."""
         temb = self.time_fc2(F.gelu(self.time_fc1(sinusoidal_embedding(t, self.time_dim))))  # (S, B, 128)
         gain2, shift2 = self.film2(temb).chunk(2, dim=-1)  # (S, B, h) each
         gain3, shift3 = self.film3(temb).chunk(2, dim=-1)
-        h = F.silu(self.fc1(torch.cat([a, y], dim=-1)))  # (S, B, h)
-        h = F.silu(self.fc2(h) * (1 + gain2) + shift2)
-        h = F.silu(self.fc3(h) * (1 + gain3) + shift3)
-        out = self.fc4(h)  # (S, B, r²) or (S, B, 1)
-        if self.energy_head == "vector":
-            return out.pow(2).sum(dim=-1)
-        return out.squeeze(-1)
+        z1 = self.fc1(torch.cat([a, y], dim=-1))  # (S, B, h)
+        z2 = self.fc2(F.silu(z1)) * (1 + gain2) + shift2
+        z3 = self.fc3(F.silu(z2)) * (1 + gain3) + shift3
+        out = self.fc4(F.silu(z3))  # (S, B, r²) or (S, B, 1)
+        energy = out.pow(2).sum(dim=-1) if self.energy_head == "vector" else out.squeeze(-1)
+        return energy, {"z1": z1, "z2": z2, "z3": z3, "gain2": gain2, "gain3": gain3, "out": out}
 
     def energy_and_grad(
         self, a: torch.Tensor, y: torch.Tensor, t: torch.Tensor, create_graph: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(E, ∇_y E), shapes (S, B) and (S, B, r²).
+        """(E, ∇_y E), shapes (S, B) and (S, B, r²), by the chain rule written out.
 
-        Each sample's energy depends only on its own y, so ∇_y Σ E is the per-sample gradient —
-        never divided by the batch size (that made the inference step depend on the batch size).
+        The backward pass reuses the forward's activations instead of asking autograd for a
+        gradient of a gradient; with create_graph it is an ordinary differentiable expression, so
+        training needs one backward, not a double backward. Each sample's energy depends only on
+        its own y, so this is the per-sample gradient — never divided by the batch size.
+
+            ∂E/∂h3 = 2·out·W4ᵀ (vector) or W4ᵀ (scalar)
+            ∂E/∂z_k = ∂E/∂h_k ⊙ silu'(z_k),   silu'(z) = σ(z)·(1 + z·(1 − σ(z)))
+            ∂E/∂h_{k−1} = (∂E/∂z_k ⊙ (1 + g_k)) · W_kᵀ,   ∂E/∂y = ∂E/∂z1 · W1[y rows]ᵀ
         """
-        with torch.enable_grad():
-            if not y.requires_grad:
-                y = y.detach().requires_grad_(True)
-            energy = self.energy(a, y, t)
-            (grad,) = torch.autograd.grad(energy.sum(), y, create_graph=create_graph)
+        with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
+            energy, c = self._forward(a, y, t)
+            if self.energy_head == "vector":
+                d_h3 = torch.bmm(2 * c["out"], self.fc4.weight.transpose(1, 2))  # (S, B, h)
+            else:
+                d_h3 = self.fc4.weight.transpose(1, 2).expand(-1, y.shape[1], -1)
+            d_z3 = d_h3 * _silu_grad(c["z3"])
+            d_z2 = torch.bmm(d_z3 * (1 + c["gain3"]), self.fc3.weight.transpose(1, 2)) * _silu_grad(c["z2"])
+            d_z1 = torch.bmm(d_z2 * (1 + c["gain2"]), self.fc2.weight.transpose(1, 2)) * _silu_grad(c["z1"])
+            w1_y = self.fc1.weight[:, a.shape[-1] :, :]  # (S, r², h): the rows that multiply y
+            grad = torch.bmm(d_z1, w1_y.transpose(1, 2))  # (S, B, r²)
         return energy, grad
+
+
+def _silu_grad(z: torch.Tensor) -> torch.Tensor:
+    sig = torch.sigmoid(z)
+    return sig * (1 + z * (1 - sig))

@@ -26,7 +26,7 @@ def test_cd_step_pushes_data_energy_below_sample_energy(tiny_config):
     cfg = tiny_config("q202")
     model = EnsembleEnergyModel(cfg, [0])
     a, y_pos, t = _batch(cfg)
-    y_neg = y_pos + 0.5 * torch.randn_like(y_pos)
+    y_neg = y_pos + 0.5 * torch.randn(y_pos.shape, generator=torch.Generator().manual_seed(2))
 
     def gap() -> float:  # E⁻ − E⁺: must grow when training on CD
         with torch.no_grad():
