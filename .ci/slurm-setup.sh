@@ -187,8 +187,13 @@ EOF
 
 # 4. slurmdbd ---------------------------------------------------------------------------------------
 if [[ "$ACCOUNTING" == yes ]]; then
-    timeout 3 bash -c "</dev/tcp/$DB_HOST/$DB_PORT" 2>/dev/null ||
-        die "no database at $DB_HOST:$DB_PORT for slurmdbd (start MariaDB, set IRED_SLURM_DB_*, or IRED_SLURM_ACCOUNTING=no)"
+    db_up() { timeout 3 bash -c "</dev/tcp/$DB_HOST/$DB_PORT" 2>/dev/null; }
+    if ! db_up && [[ "$DB_HOST" == 127.0.0.1 || "$DB_HOST" == localhost ]] && [[ -x /etc/init.d/mariadb ]]; then
+        log "starting the local MariaDB"
+        /etc/init.d/mariadb start >/dev/null 2>&1 || true
+        wait_for 30 db_up || true
+    fi
+    db_up || die "no database at $DB_HOST:$DB_PORT for slurmdbd (start MariaDB, set IRED_SLURM_DB_*, or IRED_SLURM_ACCOUNTING=no)"
     dbd_changed=no
     write_if_changed "$CONF_DIR/slurmdbd.conf" 0600 <<EOF && dbd_changed=yes
 # Written by .ci/slurm-setup.sh. Do not edit by hand.

@@ -86,3 +86,37 @@ def test_configs_lists_every_preset_with_its_differences():
     presets = json.loads(done.stdout)
     assert presets["q204_dcd_full"]["residual_filter"] is True
     assert len(presets) == 6
+
+
+def test_sigterm_checkpoints_and_a_rerun_resumes(tmp_path):
+    """SLURM sends SIGTERM before a time limit or preemption: stop, checkpoint, no result.json."""
+    import signal
+    import time
+
+    sets = [arg for item in [*TINY_SETS, "checkpoint_every=100000"] for arg in ("--set", item)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ired_dcd",
+        "train",
+        "--config",
+        "q202",
+        "--seeds",
+        "0",
+        "--steps",
+        "100000",
+        "--out",
+        str(tmp_path),
+        *sets,
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "q202_dcd_cdloss" / "seed_0" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and metrics.stat().st_size) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 3, stderr
+    assert "checkpoint saved" in stderr
+    assert (tmp_path / "q202_dcd_cdloss" / "checkpoint_seeds_0.pt").exists()
+    assert not (tmp_path / "q202_dcd_cdloss" / "seed_0" / "result.json").exists()

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
+
+EXIT_STOPPED = 3  # stopped by SIGTERM/SIGINT after a checkpoint; running the command again resumes
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,8 +69,16 @@ def run_train(args: argparse.Namespace) -> int:
         shown = {k: f"{first[k]:.4g}" for k in ("loss", "val_mse") if k in first}
         bar.set_postfix(shown, refresh=False)
 
-    outcomes = trainer.run(on_metrics=on_metrics, checkpoint_path=job.checkpoint_path)
+    stop_requested: list[int] = []  # SLURM sends SIGTERM before a time limit or preemption requeue
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop_requested.append(signum))
+    outcomes = trainer.run(
+        on_metrics=on_metrics, should_stop=lambda: bool(stop_requested), checkpoint_path=job.checkpoint_path
+    )
     bar.close()
+    if stop_requested:
+        print(f"stopped at step {trainer.step}; checkpoint saved to {job.checkpoint_path}", file=sys.stderr)
+        return EXIT_STOPPED
     job.finish(outcomes)
     for outcome in outcomes:
         mse = outcome.final_metrics.get("val_mse")
