@@ -186,3 +186,24 @@ class Artifact(Base):
     path: Mapped[str] = mapped_column(String(512), comment="relative to the artifacts dir")
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ImportedResult(Base):
+    """One run made elsewhere (earlier SLURM runs, another lab's numbers), imported by config and seed.
+
+    `row_key` identifies the run (config, seed, tags), so importing the same row again is a no-op.
+    """
+
+    __tablename__ = "imported_results"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    row_key: Mapped[str] = mapped_column(String(64), unique=True, comment="sha256 of config, seed and tags")
+    config: Mapped[str] = mapped_column(String(64), index=True, comment="canonical preset stem")
+    seed: Mapped[int]
+    tags: Mapped[list[str]] = mapped_column(JSONType, comment="sorted, unique")
+    metrics: Mapped[dict[str, Any]] = mapped_column(comment="metric name → final value")
+    source: Mapped[str | None] = mapped_column(String(255), comment="where the rows came from, e.g. a file name")
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"), index=True)
+    imported_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    owner: Mapped[User] = relationship(lazy="joined")

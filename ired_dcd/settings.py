@@ -36,7 +36,6 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="bind address of `ired-dcd serve`")
     port: int = Field(8000, ge=1, le=65535)
     default_user: str = Field("local", description="owner of jobs submitted without authentication")
-    page_size_max: int = Field(500, ge=1, description="largest `limit` accepted by list endpoints")
 
     # queue and workers
     queue: str = Field("ired", description="Celery queue the API sends training tasks to")

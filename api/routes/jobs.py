@@ -1,0 +1,66 @@
+"""Jobs: submit, list, read, cancel, retry."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from api.deps import CurrentUser, SessionDep
+from api.schemas import JobCreate, JobPublic, JobsPublic
+from ired_dcd.services import jobs
+from ired_dcd.states import State
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+PAGE_MAX = 500
+
+
+@router.post("", status_code=201, response_model=JobPublic)
+def create_job(job_in: JobCreate, session: SessionDep, user: CurrentUser) -> Any:
+    """Submit a preset with overrides over a list of seeds; one run per seed is queued."""
+    return jobs.create_job(
+        session=session,
+        owner=user,
+        config=job_in.config,
+        seeds=job_in.seeds,
+        overrides=job_in.overrides,
+        executor=job_in.executor,
+        priority=job_in.priority,
+        tags=job_in.tags,
+    )
+
+
+@router.get("", response_model=JobsPublic)
+def read_jobs(
+    session: SessionDep,
+    state: State | None = None,
+    config: Annotated[str | None, Query(description="preset name (any alias) or config hash")] = None,
+    owner: str | None = None,
+    tag: str | None = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 50,
+) -> Any:
+    """List jobs, newest first, filtered by state, config, owner or tag."""
+    data, count = jobs.list_jobs(
+        session=session, state=state, config=config, owner=owner, tag=tag, offset=offset, limit=limit
+    )
+    return JobsPublic(data=[JobPublic.model_validate(job) for job in data], count=count)
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def read_job(job_id: int, session: SessionDep) -> Any:
+    """One job with its runs."""
+    return jobs.get_job(session=session, job_id=job_id)
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic)
+def cancel_job(job_id: int, session: SessionDep) -> Any:
+    """Cancel a job: queued runs at once, running runs within seconds."""
+    return jobs.cancel_job(session=session, job_id=job_id)
+
+
+@router.post("/{job_id}/retry", response_model=JobPublic)
+def retry_job(job_id: int, session: SessionDep) -> Any:
+    """Queue the job's failed and diverged runs again, from scratch."""
+    return jobs.retry_job(session=session, job_id=job_id)

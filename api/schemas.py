@@ -1,0 +1,134 @@
+"""Request and response bodies: Base (shared fields) → Create (input) → Public (output)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasPath, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
+
+from ired_core.configs import MAX_SEEDS
+from ired_dcd.states import State
+
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[\w.:-]+$")]
+
+JOB_EXAMPLE = {"config": "q204", "seeds": [0, 1, 2], "overrides": {"train_steps": 10000}, "tags": ["pilot"]}
+
+
+class SeedRange(BaseModel):
+    """`{"start": 0, "count": 10}` → seeds 0…9."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: int = Field(0, ge=0)
+    count: int = Field(ge=0, le=MAX_SEEDS)
+
+
+def expand_seed_range(value: Any) -> Any:
+    """Seeds given as `{"start", "count"}` become the list they stand for; lists pass through."""
+    if not isinstance(value, dict):
+        return value
+    try:
+        seeds = SeedRange.model_validate(value)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise ValueError(f"{'.'.join(map(str, error['loc'])) or 'range'}: {error['msg']}") from None
+    return list(range(seeds.start, seeds.start + seeds.count))
+
+
+class JobBase(BaseModel):
+    priority: int = Field(5, ge=0, le=9, description="0–9, higher runs first")
+    tags: list[Tag] = Field(default_factory=list, max_length=16)
+    executor: str = Field("celery", description="where the runs train: celery (GPU workers)")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields to change")
+
+
+class JobCreate(JobBase):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [JOB_EXAMPLE]})
+
+    config: str = Field(min_length=1, max_length=64, description="preset: q204, Q-204 or q204_dcd_full")
+    seeds: Annotated[list[int], BeforeValidator(expand_seed_range)] = Field(
+        description='a list of seeds, or {"start": s, "count": n} for s…s+n-1'
+    )
+
+
+class RunPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    job_id: int
+    seed: int
+    state: State
+    step: int
+    total_steps: int
+    attempts: int
+    cancel_requested: bool
+    resume_step: int | None
+    final_metrics: dict[str, float | None] | None
+    error: str | None
+    worker: str | None = Field(validation_alias="lease_owner")
+    heartbeat_at: datetime | None
+    device: str | None
+    precision: str | None
+    code_version: str | None
+    torch_version: str | None
+    train_seconds: float
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobPublic(JobBase):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    config: str = Field(validation_alias="preset", description="canonical preset name")
+    resolved_config: dict[str, Any] = Field(validation_alias="config")
+    config_hash: str
+    seeds: list[int]
+    owner: str = Field(validation_alias=AliasPath("owner", "name"))
+    state: State
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    runs: list[RunPublic]
+
+
+class JobsPublic(BaseModel):
+    data: list[JobPublic]
+    count: int = Field(description="jobs matching the filters, over all pages")
+
+
+class MetricSeries(BaseModel):
+    name: str
+    steps: list[int]
+    values: list[float | None] = Field(description="null where the value was not finite")
+
+
+class RunMetricsPublic(BaseModel):
+    run_id: int
+    series: list[MetricSeries]
+
+
+class PresetPublic(BaseModel):
+    name: str
+    short: str = Field(description="short alias, e.g. q204")
+    description: str
+    differences: dict[str, Any] = Field(description="fields where the preset differs from the defaults")
+    config: dict[str, Any] = Field(description="the resolved config")
+
+
+class ConfigsPublic(BaseModel):
+    presets: list[PresetPublic]
+    fields: dict[str, Any] = Field(description="JSON schema of every TrainConfig field (overridable)")
+    max_seeds: int
+
+
+class HealthPublic(BaseModel):
+    status: Literal["ok", "degraded"]
+    mode: Literal["embedded", "lab-server"]
+    database: str
+    broker: str
+    workers: int | None = Field(description="workers answering a ping; null when the broker is down")

@@ -1,0 +1,209 @@
+"""Jobs: submit (validate, store, then enqueue), list, read, cancel and retry.
+
+Every rule about what may be submitted lives here, so the API, the CLI (through the API) and any
+other caller refuse the same input with the same message, which always starts with the field name.
+Nothing is stored when validation fails; tasks are sent only after the commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, delete, func, select
+from sqlalchemy.orm import Session, selectinload
+
+from ired_core.configs import MAX_SEEDS, TrainConfig, canonical_preset, config_hash, resolve_config
+from ired_dcd.models import Job, JobTag, Metric, Run, User, utcnow
+from ired_dcd.services.dispatch import EXECUTORS, plan_tasks
+from ired_dcd.services.errors import Conflict, InvalidInput, NotFound, Unavailable
+from ired_dcd.services.runs import set_state
+from ired_dcd.states import ACTIVE, RETRYABLE, State
+
+SEED_MAX = 2**31 - 1
+
+
+def resolve(config: str, overrides: Mapping[str, Any]) -> tuple[str, TrainConfig]:
+    """The preset's canonical name and the validated config, or InvalidInput naming the field."""
+    try:
+        preset = canonical_preset(config)
+    except ValueError as exc:
+        raise InvalidInput(f"config: {exc}") from None
+    try:
+        return preset, resolve_config(preset, overrides)
+    except ValueError as exc:
+        raise InvalidInput(f"overrides: {exc}") from None
+
+
+def check_seeds(seeds: Sequence[int]) -> list[int]:
+    """The seeds in ascending order, or InvalidInput for empty, duplicate, out-of-range or too many."""
+    if not seeds:
+        raise InvalidInput("seeds: must not be empty")
+    if len(seeds) > MAX_SEEDS:
+        raise InvalidInput(f"seeds: at most {MAX_SEEDS} per job, got {len(seeds)}")
+    bad = [seed for seed in seeds if not 0 <= seed <= SEED_MAX]
+    if bad:
+        raise InvalidInput(f"seeds: {bad[0]} is out of range; seeds lie in [0, {SEED_MAX}]")
+    duplicates = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if duplicates:
+        raise InvalidInput(f"seeds: duplicate seed(s) {', '.join(map(str, duplicates))}")
+    return sorted(seeds)
+
+
+def create_job(
+    *,
+    session: Session,
+    owner: User,
+    config: str,
+    seeds: Sequence[int],
+    overrides: Mapping[str, Any] | None = None,
+    executor: str = "celery",
+    priority: int = 5,
+    tags: Sequence[str] = (),
+) -> Job:
+    """Validate and store a job with one queued run per seed, then hand its tasks to the executor."""
+    overrides = dict(overrides or {})
+    preset, cfg = resolve(config, overrides)
+    seeds = check_seeds(seeds)
+    if executor not in EXECUTORS:
+        valid = ", ".join(EXECUTORS)
+        raise InvalidInput(f"executor: {executor!r} is not available on this server; valid: {valid}")
+    job = Job(
+        preset=preset,
+        overrides=overrides,
+        config=cfg.model_dump(),
+        config_hash=config_hash(cfg),
+        seeds=seeds,
+        executor=executor,
+        priority=priority,
+        owner=owner,
+        tag_rows=[JobTag(tag=tag) for tag in dict.fromkeys(tags)],
+        runs=[Run(seed=seed, total_steps=cfg.train_steps) for seed in seeds],
+    )
+    session.add(job)
+    session.flush()
+    groups = plan_tasks(job, job.runs)
+    session.commit()
+    _enqueue(session, job, groups)
+    return job
+
+
+def _enqueue(session: Session, job: Job, groups: list[list[Run]]) -> None:
+    """Send each task; a task the queue refuses fails its runs (retryable) and answers Unavailable."""
+    errors = []
+    for group in groups:
+        try:
+            EXECUTORS[job.executor](job, group)
+        except Exception as exc:  # broker down or refusing: the runs must not wait forever as queued
+            errors.append(f"{type(exc).__name__}: {exc}")
+            for run in group:
+                set_state(run, State.FAILED, error=f"could not be queued: {errors[-1]}")
+    if errors:
+        session.commit()
+        raise Unavailable(
+            f"job {job.id} was stored but could not be queued ({errors[0]}); "
+            f"retry it when the queue is back (POST /jobs/{job.id}/retry)"
+        )
+
+
+def get_job(*, session: Session, job_id: int) -> Job:
+    job = session.get(Job, job_id, options=[selectinload(Job.runs)])
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    return job
+
+
+def list_jobs(
+    *,
+    session: Session,
+    state: State | None = None,
+    config: str | None = None,
+    owner: str | None = None,
+    tag: str | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[Job], int]:
+    """Jobs newest first, filtered; `config` is a preset name (any alias) or a config hash."""
+    filters: list[ColumnElement[bool]] = []
+    if state is not None:
+        filters.append(Job.state == state)
+    if config is not None:
+        try:
+            filters.append(Job.preset == canonical_preset(config))
+        except ValueError:
+            filters.append(Job.config_hash == config)
+    if owner is not None:
+        filters.append(Job.owner.has(User.name == owner))
+    if tag is not None:
+        filters.append(Job.tag_rows.any(JobTag.tag == tag))
+    count = session.scalar(select(func.count()).select_from(Job).where(*filters)) or 0
+    query = (
+        select(Job).where(*filters).order_by(Job.id.desc()).offset(offset).limit(limit).options(selectinload(Job.runs))
+    )
+    return list(session.scalars(query)), count
+
+
+def cancel_job(*, session: Session, job_id: int) -> Job:
+    """Cancel queued runs now; running runs are flagged and stop within a heartbeat."""
+    job = _locked_job(session, job_id)
+    active = [run for run in job.runs if run.state in ACTIVE]
+    if not active:
+        raise Conflict(f"job {job_id} has already ended ({job.state}); nothing to cancel")
+    now = utcnow()
+    for run in active:
+        if _worker_alive(run, now):
+            run.cancel_requested = True
+        else:  # queued, or its worker is gone: nobody will see the flag
+            set_state(run, State.CANCELLED, now=now)
+    session.commit()
+    return job
+
+
+def retry_job(*, session: Session, job_id: int) -> Job:
+    """Queue the job's failed and diverged runs again, from scratch (their old curves are dropped)."""
+    job = _locked_job(session, job_id)
+    runs = [run for run in job.runs if run.state in RETRYABLE]
+    if not runs:
+        raise Conflict(f"job {job_id} has no failed or diverged runs to retry (job is {job.state})")
+    session.execute(delete(Metric).where(Metric.run_id.in_([run.id for run in runs])))
+    for run in runs:
+        set_state(run, State.QUEUED)
+        run.step = run.attempts = 0
+        run.error = run.final_metrics = run.resume_step = None
+        run.started_at = run.finished_at = None
+        run.cancel_requested = False
+    groups = plan_tasks(job, runs)
+    session.commit()
+    _enqueue(session, job, groups)
+    return job
+
+
+def _locked_job(session: Session, job_id: int) -> Job:
+    """The job with its row locked (same lock order as the workers: job, then runs)."""
+    job = session.scalar(select(Job).where(Job.id == job_id).with_for_update(of=Job))
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    session.scalars(select(Run).where(Run.job_id == job_id).with_for_update()).all()
+    return job
+
+
+def _worker_alive(run: Run, now: datetime) -> bool:
+    return run.state == State.RUNNING and run.lease_expires_at is not None and run.lease_expires_at > now
+
+
+def requeue_interrupted(*, session: Session) -> int:
+    """Send again the tasks of unfinished runs that no live worker holds; returns how many tasks.
+
+    The embedded server calls this at start: its filesystem queue drops a task once a worker took it,
+    so runs interrupted by a restart would otherwise wait forever. Extra deliveries are harmless.
+    """
+    now = utcnow()
+    runs = session.scalars(select(Run).where(Run.state.in_(list(ACTIVE))).order_by(Run.id)).all()
+    tasks: dict[tuple[int, str | None], list[Run]] = {}
+    for run in runs:
+        if not _worker_alive(run, now):
+            tasks.setdefault((run.job_id, run.checkpoint_path), []).append(run)
+    for group in tasks.values():
+        EXECUTORS[group[0].job.executor](group[0].job, group)
+    return len(tasks)

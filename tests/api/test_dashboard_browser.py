@@ -1,0 +1,132 @@
+"""The dashboard in real headless Chromium (Debian's), driven by Playwright, against the API on uvicorn.
+
+The page is loaded with seeded results (the plan's four configs, five seeds each, and one job still
+running): the table shows the seeded statistics, the SVG plots are drawn, the job list follows the
+running job live and the page reloads with its result when it ends. A screenshot is saved under the
+test's tmp dir.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from ired_dcd.models import Run
+from ired_dcd.services.runs import set_state
+from ired_dcd.states import State
+from tests.conftest import Lab
+from tests.utils.results_factories import add_job, seed_plan_study, unique_tag
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+LAPTOP = {"width": 1366, "height": 768}
+
+pytestmark = [pytest.mark.browser, pytest.mark.services]
+
+if not CHROMIUM.exists():
+    pytest.skip(f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed (pip extra dev)")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def seeded(lab: Lab) -> tuple[str, dict[str, dict[int, float]], int]:
+    """(tag, config → seed → val_mse, id of the run still going) under a tag of this test's own."""
+    tag = unique_tag()
+    with lab.session() as session:
+        values = seed_plan_study(session, tag)
+        running = add_job(session, "q204", {9: None}, tags=[tag], state=State.RUNNING)
+        return tag, values, running.runs[0].id
+
+
+def cell_texts(page, config: str) -> list[str]:
+    return page.locator(f'table.compare tr[data-config="{config}"] > *').all_inner_texts()
+
+
+def test_dashboard_shows_the_table_plots_and_live_jobs(lab, browser, seeded, tmp_path):
+    tag, values, running_run = seeded
+    page = browser.new_page(viewport=LAPTOP)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    page.goto(f"{lab.base_url}/?tag={tag}")
+
+    # 1. the compare table: the seeded statistics, the baseline, significance marks and the success level
+    headers = page.locator("table.compare thead th").all_inner_texts()
+    for config, by_seed in values.items():
+        row = dict(zip(headers, cell_texts(page, config), strict=True))
+        sample = np.array(list(by_seed.values()))
+        assert row["config"] == config and row["n"] == "5"
+        assert row["mean"] == format(sample.mean(), ".6g") and row["sd"] == format(sample.std(ddof=1), ".3g")
+    assert dict(zip(headers, cell_texts(page, "q204_dcd_full"), strict=True))["Holm p"].endswith("***")
+    assert page.locator("#success .level").inner_text().lower() == "moderate"
+    assert "plan (constant 0.0096761)" in page.locator("#success").inner_text()
+    assert page.locator("table.ablation tbody tr").count() == 3
+
+    # 2. the plots rendered: one dot per seed and the baseline line; a curve per config in each chart
+    strip = page.locator("svg.plot-strip")
+    assert strip.locator("circle.point").count() == 20 and strip.locator("line.baseline").count() == 1
+    assert strip.locator("rect.box").count() == 4
+    assert strip.bounding_box()["height"] > 150
+    charts = page.locator("svg.plot-curve")
+    assert charts.count() == 6
+    for i in range(charts.count()):
+        paths = charts.nth(i).locator("path.series")
+        assert paths.count() == 4
+        assert all(len(paths.nth(k).get_attribute("d") or "") > 20 for k in range(4))
+        assert charts.nth(i).bounding_box()["width"] > 300
+
+    # 3. usable on a laptop: nothing wider than the window
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+
+    # 4. the job list follows the running job (JS polls /jobs), then the page reloads with its result
+    job_row = page.locator("table.jobs tbody tr").first
+    assert job_row.locator(".state").inner_text() == "running" and job_row.locator(".pct").inner_text() == "50%"
+    with lab.session() as session:
+        session.get(Run, running_run).step = 300
+        session.commit()
+    page.wait_for_function("document.querySelector('table.jobs tbody tr .pct').textContent === '75%'", timeout=20_000)
+    with lab.session() as session:
+        run = session.scalars(select(Run).where(Run.id == running_run)).one()
+        run.step, run.final_metrics = 400, {"val_mse": 0.0094}
+        set_state(run, State.SUCCEEDED)
+        session.commit()
+    page.wait_for_function(
+        "document.querySelector('table.compare tr[data-config=\"q204_dcd_full\"] td').textContent === '6'",
+        timeout=20_000,
+    )
+    assert page.locator("table.jobs tbody tr .state").first.inner_text() == "succeeded"
+    page.screenshot(path=str(tmp_path / "dashboard-after-job.png"), full_page=True)
+    assert errors == []
+    print(f"screenshots: {tmp_path / 'dashboard.png'}, {tmp_path / 'dashboard-after-job.png'}")
+
+
+def test_dashboard_plots_render_without_javascript(lab, browser, seeded):
+    tag, _values, _running = seeded
+    context = browser.new_context(java_script_enabled=False, viewport=LAPTOP)
+    page = context.new_page()
+    page.goto(f"{lab.base_url}/results/compare?tag={tag}")  # a browser asks for HTML: the dashboard
+    assert page.locator("svg.plot-strip circle.point").count() == 20
+    assert page.locator("svg.plot-curve path.series").count() == 24
+    assert page.locator('meta[http-equiv="refresh"]').count() == 1  # jobs are running: refresh without JS
+    context.close()

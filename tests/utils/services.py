@@ -1,0 +1,156 @@
+"""Helpers for tests that run the real service: tiny jobs, waiting, worker and server processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+# a job a 2-core CPU trains in about a second; more steps for jobs that must still be running
+TINY: dict[str, Any] = {
+    "train_steps": 40,
+    "batch_size": 16,
+    "hidden_dim": 32,
+    "time_dim": 16,
+    "rank": 4,
+    "val_size": 64,
+    "eval_batch_size": 64,
+    "eval_every": 20,
+    "log_every": 5,
+    "checkpoint_every": 10,
+    "sampler_steps": 2,
+    "replay_size": 64,
+}
+LONG_STEPS = 1_000_000  # a job that only ends when cancelled
+
+IRED_DCD = [sys.executable, "-m", "ired_dcd"]  # the `ired-dcd` command of this interpreter
+SERVICE_ENV_KEYS = ("DATABASE_URL", "IRED_DATABASE_URL", "BROKER_URL", "IRED_BROKER_URL", "CELERY_BROKER_URL")
+
+
+def tiny(**changes: Any) -> dict[str, Any]:
+    return {**TINY, **changes}
+
+
+def job_body(config: str = "q204", seeds: Any = (0, 1), **changes: Any) -> dict[str, Any]:
+    """A POST /jobs body for a tiny job."""
+    return {"config": config, "seeds": list(seeds), "overrides": tiny(**changes)}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(check: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.1) -> T:
+    """Call `check` until it returns something truthy; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def follow_states(
+    get_job: Callable[[], dict[str, Any]], *, until: Callable[[dict[str, Any]], bool], timeout: float
+) -> tuple[list[str], dict[str, Any]]:
+    """Poll a job, recording each distinct state it shows, until `until(job)`; returns (states, job)."""
+    states: list[str] = []
+    job: dict[str, Any] = {}
+
+    def check() -> bool:
+        nonlocal job
+        job = get_job()
+        if not states or states[-1] != job["state"]:
+            states.append(job["state"])
+        return until(job)
+
+    wait_for(check, timeout=timeout, what=f"job state (seen {states})", interval=0.05)
+    return states, job
+
+
+def ended(job: Mapping[str, Any]) -> bool:
+    return job["state"] in {"succeeded", "failed", "cancelled", "diverged"}
+
+
+class ServiceProcess:
+    """A subprocess in its own process group with its output in a log file; stopped by its pid."""
+
+    def __init__(self, argv: list[str], *, env: Mapping[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.process = subprocess.Popen(
+            argv, env=dict(env), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, *, timeout: float) -> None:
+        def check() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"process exited ({self.process.returncode}):\n{self.log()[-3000:]}")
+            return text in self.log()
+
+        wait_for(check, timeout=timeout, what=f"{text!r} in {self.log_path.name}", interval=0.2)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (the worker and its pool processes), as a crash would."""
+        if self.process.poll() is None:
+            os.killpg(self.pid, signal.SIGKILL)
+        self.process.wait(10)
+        self._log.close()
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30) -> int:
+        """Send `sig` and wait; SIGKILL the group if it does not exit in time. Returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.pid, signal.SIGKILL)
+                self.process.wait(10)
+        self._log.close()
+        return self.process.returncode
+
+
+def worker_process(env: Mapping[str, str], log_path: Path, name: str) -> ServiceProcess:
+    """`ired-dcd worker --name NAME`: a real Celery worker with one training process."""
+    worker = ServiceProcess([*IRED_DCD, "worker", "--name", name], env=env, log_path=log_path)
+    worker.wait_for_log(" ready.", timeout=60)
+    return worker
+
+
+def server_process(env: Mapping[str, str], log_path: Path, port: int) -> tuple[ServiceProcess, httpx.Client]:
+    """`ired-dcd serve` on `port`, waited for until its health check sees a worker."""
+    server = ServiceProcess([*IRED_DCD, "serve", "--port", str(port)], env=env, log_path=log_path)
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+
+    def healthy() -> bool:
+        if server.process.poll() is not None:
+            raise AssertionError(f"server exited ({server.process.returncode}):\n{server.log()[-3000:]}")
+        try:
+            body = http.get("/health").json()
+        except httpx.HTTPError:
+            return False
+        return body.get("workers", 0) >= 1
+
+    wait_for(healthy, timeout=90, what="the embedded server and its worker", interval=0.5)
+    return server, http
