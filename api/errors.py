@@ -10,11 +10,27 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from ired_dcd.services.errors import Conflict, InvalidInput, NotFound, ServiceError, Unavailable
+from ired_dcd.services.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    ServiceError,
+    Unauthorized,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 
-STATUS: dict[type[ServiceError], int] = {NotFound: 404, InvalidInput: 422, Conflict: 409, Unavailable: 503}
+STATUS: dict[type[ServiceError], int] = {
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    InvalidInput: 422,
+    Conflict: 409,
+    Unavailable: 503,
+}
+CHALLENGE = {"WWW-Authenticate": "Bearer"}
 LOCATIONS = {"body", "query", "path", "header", "cookie"}
 
 
@@ -37,7 +53,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(_request: Request, exc: ServiceError) -> JSONResponse:
         status = next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 400)
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+        headers = CHALLENGE if status == 401 else None
+        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def request_invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

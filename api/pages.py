@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 from sqlalchemy.orm import Session
 
 from api import plots
@@ -68,10 +69,13 @@ class CompareParams:
 CompareParamsDep = Annotated[CompareParams, Depends()]
 
 
-def _strip_plot(data: results.ComparisonData, palette: dict[str, str]) -> str:
+def _strip_plot(data: results.ComparisonData, palette: dict[str, str]) -> Markup:
+    """Every counted seed of every config, with the comparison's baseline as the reference line."""
     comparison = data.comparison
     groups = [
-        plots.Group(name, palette[name], [s.value for s in samples], [s.seed for s in samples])
+        plots.Group(
+            name, palette[name], [s.value for s in samples], [s.seed for s in samples], [s.source for s in samples]
+        )
         for name, samples in data.samples.items()
     ]
     base = comparison.baseline
@@ -80,7 +84,8 @@ def _strip_plot(data: results.ComparisonData, palette: dict[str, str]) -> str:
     )
 
 
-def _curve_charts(session: Session, params: CompareParams, names: list[str], palette: dict[str, str]) -> list[str]:
+def _curve_charts(session: Session, params: CompareParams, names: list[str], palette: dict[str, str]) -> list[Markup]:
+    """One chart per curve metric (`results.CURVE_METRICS`), a line per config."""
     curves = results.config_curves(session=session, configs=names, tag=params.tag)
     charts = []
     for metric, by_config in curves.items():
@@ -113,6 +118,7 @@ def _comparison_context(session: Session, params: CompareParams) -> dict[str, An
         "ablation": {"headers": ablation_headers, "rows": ablation_cells},
         "marks": {row.name: significance_marks(row.holm_p) for row in comparison.rows},
         "success_lines": success_lines(comparison),
+        "trivial": results.trivial_predictors_line(comparison.metric),
         "legend": SIGNIFICANCE_LEGEND,
         "palette": palette,
         "strip_plot": _strip_plot(data, palette),

@@ -165,6 +165,7 @@ class Group:
     color: str
     values: Sequence[float]
     seeds: Sequence[int]
+    sources: Sequence[str] = ()  # where each value came from ("job 12", "import"), shown on hover
 
 
 def _jitter(index: int, half_width: float) -> float:
@@ -214,9 +215,11 @@ def strip_plot(groups: Sequence[Group], *, metric: str, baseline: float | None, 
             f'y2="{mean_y:.1f}" stroke="{group.color}"><title>mean {_number(float(array.mean()))}</title></line>'
         )
         for k, (value, seed) in enumerate(zip(group.values, group.seeds, strict=True)):
+            source = f" ({group.sources[k]})" if group.sources else ""
             body.append(
                 f'<circle class="point" cx="{x + _jitter(k, slot * 0.15):.1f}" cy="{scale(value):.1f}" r="4" '
-                f'fill="{group.color}"><title>{escape(group.name)} seed {seed}: {_number(value)}</title></circle>'
+                f'fill="{group.color}"><title>{escape(group.name)} seed {seed}{escape(source)}: {_number(value)}'
+                "</title></circle>"
             )
     if baseline is not None:
         y = scale(baseline)

@@ -39,7 +39,7 @@ def expand_seed_range(value: Any) -> Any:
 class JobBase(BaseModel):
     priority: int = Field(5, ge=0, le=9, description="0–9, higher runs first")
     tags: list[Tag] = Field(default_factory=list, max_length=16)
-    executor: str = Field("celery", description="where the runs train: celery (GPU workers)")
+    executor: str = Field("celery", description="where the runs train: celery (GPU workers) or slurm (a cluster)")
     overrides: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields to change")
 
 
@@ -49,6 +49,11 @@ class JobCreate(JobBase):
     config: str = Field(min_length=1, max_length=64, description="preset: q204, Q-204 or q204_dcd_full")
     seeds: Annotated[list[int], BeforeValidator(expand_seed_range)] = Field(
         description='a list of seeds, or {"start": s, "count": n} for s…s+n-1'
+    )
+    slurm: dict[str, Any] | None = Field(
+        None,
+        description="executor slurm only: overrides of the server's SLURM settings (partition, account, qos, "
+        "time_minutes, gpus_per_task, cpus_per_task, mem_gb, extra_sbatch_lines, array_mode, max_parallel)",
     )
 
 
@@ -87,6 +92,8 @@ class JobPublic(JobBase):
     config_hash: str
     seeds: list[int]
     owner: str = Field(validation_alias=AliasPath("owner", "name"))
+    slurm: dict[str, Any] | None = Field(validation_alias="executor_options", description="the job's SLURM overrides")
+    executor_ref: str | None = Field(description="the executor's id of the job: SLURM array job of the last submission")
     state: State
     error: str | None
     created_at: datetime
@@ -132,3 +139,14 @@ class HealthPublic(BaseModel):
     database: str
     broker: str
     workers: int | None = Field(description="workers answering a ping; null when the broker is down")
+
+
+class ArtifactPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int = Field(description="download it with GET /artifacts/{id}")
+    job_id: int
+    run_id: int | None = Field(description="the run whose seed it holds alone; null for an ensemble's checkpoint")
+    kind: str
+    size_bytes: int | None
+    created_at: datetime

@@ -1,7 +1,8 @@
 """The on-disk layout of a training job, as `ired-dcd train` and SLURM tasks write it.
 
     OUT/<preset>/checkpoint_seeds_<s1>_<s2>….pt      the ensemble checkpoint (exact resume)
-    OUT/<preset>/seed_<k>/config.json                resolved config, hash, seed, versions, device, precision
+    OUT/<preset>/seed_<k>/config.json                resolved config, hash, seed, versions, device, precision,
+                                                     the step this start resumed from
     OUT/<preset>/seed_<k>/metrics.jsonl              {"step": n, "name": value, …} per log/eval interval
     OUT/<preset>/seed_<k>/result.json                final status and metrics (written last, atomically)
 
@@ -12,15 +13,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ired_core.configs import TrainConfig, config_hash
-from ired_core.trainer import MetricsEvent, SeedOutcome, Trainer, code_version
+
+if TYPE_CHECKING:  # the paths need no torch: the job server computes them without importing it
+    from ired_core.trainer import MetricsEvent, SeedOutcome, Trainer
 
 
 def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
@@ -45,8 +46,45 @@ class JobDirectory:
     def seed_dir(self, seed: int) -> Path:
         return self.root / f"seed_{seed}"
 
+    def resume(self, trainer: Trainer) -> bool:
+        """Load the checkpoint into `trainer` if there is one (exact resume); True when it did."""
+        if not self.checkpoint_path.exists():
+            return False
+        trainer.load_checkpoint(self.checkpoint_path)
+        return True
+
+    def train(
+        self,
+        trainer: Trainer,
+        overrides: dict[str, Any],
+        *,
+        should_stop: Callable[[], bool],
+        on_metrics: Callable[[MetricsEvent], None] | None = None,
+    ) -> list[SeedOutcome] | None:
+        """Train into this directory: config files, metric lines, checkpoints, then the result files.
+
+        Returns the outcomes, or None when `should_stop()` turned True: the trainer has checkpointed
+        and no `result.json` is written, so a stopped job is never read as finished.
+        """
+
+        def record(event: MetricsEvent) -> None:
+            self.append_metrics(event)
+            if on_metrics is not None:
+                on_metrics(event)
+
+        self.start(trainer, overrides)
+        outcomes = trainer.run(on_metrics=record, should_stop=should_stop, checkpoint_path=self.checkpoint_path)
+        if should_stop():
+            return None
+        self.finish(outcomes)
+        return outcomes
+
     def start(self, trainer: Trainer, overrides: dict[str, Any]) -> None:
         """Write each seed's config.json and trim metrics.jsonl to the trainer's current step."""
+        import torch
+
+        from ired_core.trainer import code_version
+
         for seed in self.seeds:
             directory = self.seed_dir(seed)
             directory.mkdir(parents=True, exist_ok=True)
@@ -62,6 +100,7 @@ class JobDirectory:
                     "torch_version": torch.__version__,
                     "device": trainer.device_name,
                     "precision": trainer.precision,
+                    "start_step": trainer.step,
                     "started_at": datetime.now(UTC).isoformat(),
                 },
             )

@@ -401,8 +401,16 @@ class Trainer:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as file:  # a Python file, so that a failed write surfaces as its OSError
+                torch.save(state, file)
+            os.replace(tmp, path)
+        except Exception as exc:
+            tmp.unlink(missing_ok=True)
+            failed_write = exc.__context__  # torch reports a failed write (disk full) as a RuntimeError
+            if isinstance(failed_write, OSError) and not isinstance(exc, OSError):
+                raise OSError(failed_write.errno, failed_write.strerror, str(path)) from exc
+            raise
 
     def load_checkpoint(self, path: Path) -> None:
         """Continue from a checkpoint; refuses one with other seeds or another architecture.

@@ -1,7 +1,7 @@
 """A small HTTP client for the job API (used by the CLI; handy in notebooks).
 
 from ired_dcd.client import Client
-client = Client("http://lab-server:8000")
+client = Client("http://lab-server:8000", token="ired_…")    # or $IRED_SERVER and $IRED_TOKEN
 job = client.submit("q204", seeds=range(10), overrides={"train_steps": 20000})
 job = client.wait(job["id"])
 """
@@ -34,9 +34,12 @@ def server_url(server: str | None = None) -> str:
 
 
 class Client:
-    def __init__(self, server: str | None = None, *, timeout: float = 30.0) -> None:
+    def __init__(self, server: str | None = None, *, token: str | None = None, timeout: float = 30.0) -> None:
+        """`token`: the API token (default $IRED_TOKEN), sent as `Authorization: Bearer`."""
         self.server = server_url(server)
-        self._http = httpx.Client(base_url=self.server, timeout=timeout)
+        token = token or os.environ.get("IRED_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.server, timeout=timeout, headers=headers)
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
@@ -49,7 +52,7 @@ class Client:
             except ValueError:
                 detail = response.text
             raise ClientError(f"{detail} (HTTP {response.status_code})", response.status_code)
-        return response.json()
+        return response.json() if response.content else None
 
     def submit(
         self,
@@ -60,9 +63,10 @@ class Client:
         priority: int = 5,
         tags: Iterable[str] = (),
         executor: str = "celery",
+        slurm: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Submit a job; seeds as a list or {"start": s, "count": n}."""
-        body = {
+        """Submit a job; seeds as a list or {"start": s, "count": n}; `slurm`: overrides for executor slurm."""
+        body: dict[str, Any] = {
             "config": config,
             "seeds": dict(seeds) if isinstance(seeds, Mapping) else list(seeds),
             "overrides": dict(overrides or {}),
@@ -70,6 +74,8 @@ class Client:
             "tags": list(tags),
             "executor": executor,
         }
+        if slurm:
+            body["slurm"] = dict(slurm)
         return self._request("POST", "/jobs", json=body)
 
     def jobs(self, **filters: Any) -> dict[str, Any]:
@@ -84,6 +90,9 @@ class Client:
 
     def retry(self, job_id: int) -> dict[str, Any]:
         return self._request("POST", f"/jobs/{job_id}/retry")
+
+    def delete(self, job_id: int) -> None:
+        self._request("DELETE", f"/jobs/{job_id}")
 
     def run(self, run_id: int) -> dict[str, Any]:
         return self._request("GET", f"/runs/{run_id}")

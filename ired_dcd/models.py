@@ -80,6 +80,8 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     is_admin: Mapped[bool] = mapped_column(default=False)
     token_hash: Mapped[str | None] = mapped_column(String(128), unique=True)
+    token_issued_at: Mapped[datetime | None] = mapped_column(comment="when the current token was issued")
+    revoked_at: Mapped[datetime | None] = mapped_column(comment="when the last token was revoked")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     jobs: Mapped[list[Job]] = relationship(back_populates="owner")
@@ -98,6 +100,9 @@ class Job(Base):
     seeds: Mapped[list[int]]
     executor: Mapped[str] = mapped_column(String(16))
     executor_ref: Mapped[str | None] = mapped_column(String(128), comment="e.g. the SLURM job id")
+    executor_options: Mapped[dict[str, Any] | None] = mapped_column(
+        JSONType, comment="per-job executor settings, e.g. SLURM overrides"
+    )
     priority: Mapped[int] = mapped_column(default=0)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"), index=True)
     state: Mapped[str] = mapped_column(String(16), default=State.QUEUED, index=True)
@@ -143,6 +148,8 @@ class Run(Base):
     total_steps: Mapped[int]
     attempts: Mapped[int] = mapped_column(default=0, comment="deliveries claimed by a worker")
     cancel_requested: Mapped[bool] = mapped_column(default=False)
+    task_id: Mapped[str | None] = mapped_column(String(64), index=True, comment="broker task last sent for the run")
+    dispatched_at: Mapped[datetime | None] = mapped_column(comment="when it was sent; NULL: in the database only")
     lease_owner: Mapped[str | None] = mapped_column(String(255), comment="worker holding the run")
     lease_expires_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]

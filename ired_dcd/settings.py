@@ -1,23 +1,27 @@
 """One settings object for the API, the workers, the CLI and Alembic.
 
 Read from the environment: `DATABASE_URL` and `BROKER_URL` (also accepted with the `IRED_` prefix),
-everything else as `IRED_<FIELD>`. With neither URL set the service runs in the embedded default: a
-SQLite file and a filesystem queue under `data_dir`, and `ired-dcd serve` starts a local worker.
+everything else as `IRED_<FIELD>` (nested fields as `IRED_SLURM__TIME_MINUTES`). With neither URL set
+the service runs in the embedded default: a SQLite file and a filesystem queue under `data_dir`, and
+`ired-dcd serve` starts a local worker.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import AliasChoices, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from worker.slurm import SlurmSettings
 
 
 class Settings(BaseSettings):
     """Service settings; every field can be set as `IRED_<NAME>` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="IRED_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="IRED_", env_nested_delimiter="__", extra="ignore")
 
     database_url: str | None = Field(
         None,
@@ -36,6 +40,13 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="bind address of `ired-dcd serve`")
     port: int = Field(8000, ge=1, le=65535)
     default_user: str = Field("local", description="owner of jobs submitted without authentication")
+    auth_required: bool | None = Field(
+        None, description="require API tokens; default: yes when a database or broker is configured (lab server)"
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated origins whose pages may call the API (none by default)"
+    )
+    max_request_bytes: int = Field(1 << 20, ge=1024, description="largest request body (413 above); imports: 16 MiB")
 
     # queue and workers
     queue: str = Field("ired", description="Celery queue the API sends training tasks to")
@@ -48,6 +59,24 @@ class Settings(BaseSettings):
         7 * 24 * 3600, ge=1, description="seconds before Redis re-delivers an unacknowledged task"
     )
 
+    # fair use and recovery (docs/service.md, "Fair use")
+    user_task_limit: int = Field(4, ge=1, description="tasks per user handed to the broker or training at once")
+    dispatch_backlog: int = Field(2, ge=1, description="tasks waiting in the broker for a free worker, all users")
+    reconcile_seconds: float = Field(
+        30.0, ge=0, description="reconciler interval in the API server; 0: no reconciler (nor at worker start)"
+    )
+    db_retry_seconds: float = Field(300.0, gt=0, description="how long a worker retries database writes")
+
+    # SLURM (executor "slurm"): the server's defaults, e.g. IRED_SLURM__PARTITION=gpu; see docs/slurm.md
+    slurm: SlurmSettings = Field(default_factory=SlurmSettings, description="SLURM defaults; jobs may override some")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
     @model_validator(mode="after")
     def _heartbeat_within_lease(self) -> Settings:
         if self.heartbeat_seconds >= self.lease_seconds:
@@ -58,6 +87,13 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when no broker is configured: a local worker on a filesystem queue."""
         return self.broker_url is None
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether the API asks for a token: `auth_required` if set, else in lab-server mode."""
+        if self.auth_required is not None:
+            return self.auth_required
+        return self.database_url is not None or self.broker_url is not None
 
     @property
     def sqlalchemy_url(self) -> str:

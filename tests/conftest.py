@@ -3,7 +3,8 @@
 - `postgres_url`: a Postgres database of its own for this test session (created through the
   `postgres` database, migrated, dropped at the end), so parallel test runs never meet.
 - `lab`: per test module, the lab-server mode on that database and a private Redis queue: the API
-  served by uvicorn on a free port, and a factory for real `celery worker` subprocesses.
+  served by uvicorn on a free port (its client signed in as the user `local`), and a factory for real
+  `celery worker` subprocesses. `lab_server` builds one on other services (tests of fair use and faults).
 
 Postgres and Redis come from $IRED_TEST_POSTGRES_URL / $IRED_TEST_REDIS_URL (default: this machine).
 Tests that need them are marked `services` and skipped when they are unreachable, unless
@@ -17,6 +18,7 @@ import random
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -35,17 +37,23 @@ POSTGRES_ADMIN_URL = os.environ.get("IRED_TEST_POSTGRES_URL", "postgresql://post
 REDIS_URL = os.environ.get("IRED_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 # settings for tests: short leases so that takeovers and give-ups happen in seconds; one torch thread
-# per process (tiny models on a busy 2-core machine run several times faster than with two)
+# per process (tiny models on a busy 2-core machine run several times faster than with two). Modules
+# share the session's database but not their queues: tasks go to the broker at once and no reconciler
+# moves one module's tasks into another's queue (tests/worker/test_fair_use.py and
+# test_service_faults.py use databases of their own with the real fair-use and reconciler settings).
 TEST_SETTINGS = {
     "IRED_LEASE_SECONDS": "3",
     "IRED_HEARTBEAT_SECONDS": "0.5",
     "IRED_MAX_ATTEMPTS": "2",
     "IRED_DEVICE": "cpu",
     "OMP_NUM_THREADS": "1",
+    "IRED_USER_TASK_LIMIT": "100000",
+    "IRED_DISPATCH_BACKLOG": "100000",
+    "IRED_RECONCILE_SECONDS": "0",
 }
 
 
-def _unreachable(what: str, url: str, exc: Exception) -> NoReturn:
+def service_unreachable(what: str, url: str, exc: Exception) -> NoReturn:
     message = f"{what} unreachable at {url} ({type(exc).__name__}: {exc})"
     if os.environ.get("IRED_TEST_REQUIRE_SERVICES") == "1":
         pytest.fail(message)
@@ -63,7 +71,7 @@ def postgres_admin() -> Iterator[psycopg.Connection[Any]]:
     try:
         connection = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
     except psycopg.Error as exc:
-        _unreachable("Postgres", POSTGRES_ADMIN_URL, exc)
+        service_unreachable("Postgres", POSTGRES_ADMIN_URL, exc)
     with connection:
         yield connection
 
@@ -101,7 +109,7 @@ def redis_url() -> str:
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
     except redis.RedisError as exc:
-        _unreachable("Redis", REDIS_URL, exc)
+        service_unreachable("Redis", REDIS_URL, exc)
     return f"{REDIS_URL.rstrip('/')}/{random.randint(1, 15)}"
 
 
@@ -122,13 +130,18 @@ def configure_process(env: dict[str, str]) -> None:
 
 @dataclass
 class Lab:
-    """Lab-server mode for one test module: its env, the API over HTTP, and its workers."""
+    """Lab-server mode for one test module: its env, the API over HTTP (signed in), and its workers."""
 
     env: dict[str, str]
     tmp: Path
     http: httpx.Client
     base_url: str
+    token: str
     workers: list[ServiceProcess] = field(default_factory=list)
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
 
     def start_worker(self, name: str, **env_changes: str) -> ServiceProcess:
         """A real celery worker subprocess on this module's queue (env changes apply to it only)."""
@@ -148,22 +161,25 @@ class Lab:
         return response.json()
 
 
-@pytest.fixture(scope="module")
-def lab(postgres_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+@contextmanager
+def lab_server(*, database_url: str, redis_url: str, tmp: Path, **settings: str) -> Iterator[Lab]:
+    """The API in this process on `database_url` with a Redis queue of its own; `settings` (IRED_…)
+    override TEST_SETTINGS. The HTTP client is signed in as `local` (the embedded default's user name)."""
     from api.main import app
+    from ired_dcd.db import new_session
+    from ired_dcd.services.users import get_or_create_user, issue_token
     from ired_dcd.settings import get_settings
     from worker.celery_app import app as celery_app
     from worker.celery_app import celery_config
 
-    tmp = tmp_path_factory.mktemp("lab")
     queue = f"ired-test-{uuid.uuid4().hex[:10]}"
     saved = dict(os.environ)
     env = service_env(
-        DATABASE_URL=postgres_url,
+        DATABASE_URL=database_url,
         BROKER_URL=redis_url,
         IRED_QUEUE=queue,
         IRED_DATA_DIR=str(tmp / "data"),
-        **TEST_SETTINGS,
+        **{**TEST_SETTINGS, **settings},
     )
     configure_process(env)
     celery_app.conf.update(celery_config(get_settings()))
@@ -172,8 +188,11 @@ def lab(postgres_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFact
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_for(lambda: server.started, timeout=30, what="the API server")
+    with new_session() as session:
+        token = issue_token(session=session, user=get_or_create_user(session=session, name="local"))
     base_url = f"http://127.0.0.1:{port}"
-    lab = Lab(env=env, tmp=tmp, http=httpx.Client(base_url=base_url, timeout=30), base_url=base_url)
+    http = httpx.Client(base_url=base_url, timeout=30, headers={"Authorization": f"Bearer {token}"})
+    lab = Lab(env=env, tmp=tmp, http=http, base_url=base_url, token=token)
     try:
         yield lab
     finally:
@@ -187,3 +206,9 @@ def lab(postgres_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFact
         if leftover:
             broker.delete(*leftover)
         configure_process(saved)
+
+
+@pytest.fixture(scope="module")
+def lab(postgres_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    with lab_server(database_url=postgres_url, redis_url=redis_url, tmp=tmp_path_factory.mktemp("lab")) as lab:
+        yield lab

@@ -98,7 +98,7 @@ def test_import_through_a_server(lab: Lab, tmp_path):
     tag = unique_tag()
     rows = tmp_path / "rows.csv"
     rows.write_text(f"config,seed,val_mse,tags\nq203,0,0.0096,{tag}\nq203,1,0.0097,{tag}\n")
-    env = service_env(IRED_SERVER=lab.base_url)  # no database settings: only the server is reachable
+    env = service_env(IRED_SERVER=lab.base_url, IRED_TOKEN=lab.token)  # no database settings: only the server
     done = ired_dcd("import", str(rows), env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"rows.csv: 2 row(s) stored, 0 already stored ({lab.base_url})\n"
@@ -127,7 +127,7 @@ def _table_rows(stdout: str) -> dict[str, list[str]]:
 def test_study_through_a_server(lab: Lab):
     lab.start_worker("study")
     tag = unique_tag()
-    env = service_env()
+    env = service_env(IRED_TOKEN=lab.token)
     done = ired_dcd(
         "study",
         "--server",

@@ -4,7 +4,9 @@ Training tasks run for hours, so: acks late (a task is acknowledged only when it
 reject on worker lost (a killed worker's task goes back to the queue), prefetch 1 (a worker never
 holds a second task while it trains), a visibility timeout above the longest job (Redis re-delivers
 unacknowledged tasks after it, live or not — the database lease makes a second delivery harmless),
-and a fresh pool process per task so GPU memory is returned between jobs.
+and a fresh pool process per task so GPU memory is returned between jobs. The broker is a plain FIFO:
+job priorities and fairness between users are applied before a task reaches it
+(`ired_dcd.services.scheduler`).
 """
 
 from __future__ import annotations
@@ -16,12 +18,6 @@ from celery import Celery
 from ired_dcd.settings import Settings, get_settings
 
 TRAIN_TASK = "ired.train_runs"
-MAX_PRIORITY = 9
-
-
-def broker_priority(job_priority: int) -> int:
-    """Job priority (0–9, higher first) → Redis priority step (0 is served first)."""
-    return MAX_PRIORITY - job_priority
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -42,8 +38,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # sweep for tasks of dead workers a few times per visibility timeout, at most every minute
             "unacked_restore_interval": min(60, max(1, settings.visibility_timeout // 4)),
             "unacked_restore_throttle": 1,
-            "priority_steps": list(range(MAX_PRIORITY + 1)),
-            "queue_order_strategy": "priority",
         }
     return {
         "broker_url": broker_url,

@@ -485,6 +485,12 @@ def seed_groups(seeds: Sequence[int], array_mode: ArrayMode) -> list[list[int]]:
     return [[s] for s in seeds] if array_mode == "per_seed" else [list(seeds)]
 
 
+def submission_folder(settings: SlurmSettings, job_id: int, out_dir: str | Path) -> Path:
+    """Where submitit keeps a job's pickles and task logs: `<log_dir>/job_<id>`, else `<out_dir>/slurm`."""
+    base = Path(settings.log_dir) / f"job_{job_id}" if settings.log_dir else Path(out_dir) / "slurm"
+    return base.expanduser().absolute()
+
+
 def submitit_parameters(settings: SlurmSettings, job_name: str) -> dict[str, Any]:
     """`submitit.SlurmExecutor.update_parameters` arguments for these settings."""
     params: dict[str, Any] = {
@@ -618,8 +624,7 @@ class SlurmExecutor:
         settings = self.settings.merged(overrides)
         resolve_entry(entry)  # fail here, not on the node
         groups = seed_groups(seeds, settings.array_mode)
-        base = Path(settings.log_dir) / f"job_{job_id}" if settings.log_dir else Path(out_dir) / "slurm"
-        folder = base.expanduser().absolute()
+        folder = submission_folder(settings, job_id, out_dir)
         executor = submitit.SlurmExecutor(folder=folder, python=settings.python)
         executor.update_parameters(**submitit_parameters(settings, job_name=f"ired-job{job_id}"))
         args = (entry, str(Path(out_dir).expanduser().absolute()), dict(options or {}))

@@ -12,6 +12,8 @@ from api.pages import CompareParamsDep, render_dashboard
 from ired_dcd.services.errors import NotFound
 
 router = APIRouter(tags=["dashboard"])
+assets = APIRouter(include_in_schema=False)
+"""The page's CSS and JavaScript: public, like any static file (the page itself needs a token)."""
 
 STATIC_FILES = {path.name: path for path in (Path(__file__).resolve().parents[1] / "static").iterdir()}
 """The dashboard's CSS and JavaScript by file name; nothing else is served from disk."""
@@ -23,7 +25,7 @@ def read_dashboard(request: Request, session: SessionDep, params: CompareParamsD
     return render_dashboard(request, session, params)
 
 
-@router.get("/static/{path}", name="static", include_in_schema=False)
+@assets.get("/static/{path}", name="static")
 def read_static(path: str) -> FileResponse:
     """One of the dashboard's assets."""
     if path not in STATIC_FILES:

@@ -1,4 +1,4 @@
-"""Jobs: submit, list, read, cancel, retry."""
+"""Jobs: submit, list, read, cancel, retry, delete."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ def create_job(job_in: JobCreate, session: SessionDep, user: CurrentUser) -> Any
         executor=job_in.executor,
         priority=job_in.priority,
         tags=job_in.tags,
+        slurm_options=job_in.slurm,
     )
 
 
@@ -55,12 +56,18 @@ def read_job(job_id: int, session: SessionDep) -> Any:
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
-def cancel_job(job_id: int, session: SessionDep) -> Any:
-    """Cancel a job: queued runs at once, running runs within seconds."""
-    return jobs.cancel_job(session=session, job_id=job_id)
+def cancel_job(job_id: int, session: SessionDep, user: CurrentUser) -> Any:
+    """Cancel a job (its owner or an admin): queued runs at once, running runs within seconds."""
+    return jobs.cancel_job(session=session, job_id=job_id, user=user)
 
 
 @router.post("/{job_id}/retry", response_model=JobPublic)
-def retry_job(job_id: int, session: SessionDep) -> Any:
-    """Queue the job's failed and diverged runs again, from scratch."""
-    return jobs.retry_job(session=session, job_id=job_id)
+def retry_job(job_id: int, session: SessionDep, user: CurrentUser) -> Any:
+    """Queue the job's failed and diverged runs again, from scratch (its owner or an admin)."""
+    return jobs.retry_job(session=session, job_id=job_id, user=user)
+
+
+@router.delete("/{job_id}", status_code=204)
+def delete_job(job_id: int, session: SessionDep, user: CurrentUser) -> None:
+    """Delete an ended job with its runs, curves and checkpoints (its owner or an admin)."""
+    jobs.delete_job(session=session, job_id=job_id, user=user)

@@ -37,20 +37,20 @@ IMPORT_BODY = {
 
 
 def _wants_html(request: Request) -> bool:
+    """A browser navigating to the URL (its Accept lists text/html); API clients send */* or JSON."""
     return "text/html" in request.headers.get("accept", "")
 
 
 async def import_body(request: Request) -> tuple[str, RowFormat]:
-    """The request body as text with its row format (from the content type), at most MAX_IMPORT_BYTES."""
+    """The request body as text with its row format (from the content type).
+
+    Its size is capped at MAX_IMPORT_BYTES by the app's body limit (`api.security`).
+    """
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in IMPORT_FORMATS:
         accepted = " or ".join(IMPORT_FORMATS)
         raise HTTPException(415, f"content-type: {media_type or 'none'} is not accepted; use {accepted}")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_IMPORT_BYTES:
-            raise HTTPException(413, f"body: larger than {MAX_IMPORT_BYTES} bytes; split the import")
+    body = await request.body()
     try:
         return body.decode("utf-8-sig"), IMPORT_FORMATS[media_type]
     except UnicodeDecodeError:
@@ -79,9 +79,9 @@ def read_comparison(
 
 @router.post("/import", response_model=ImportSummary, openapi_extra={"requestBody": IMPORT_BODY})
 def import_results(
-    body: Annotated[tuple[str, RowFormat], Depends(import_body)],
+    user: CurrentUser,  # first: who is asking is checked before the body is read
     session: SessionDep,
-    user: CurrentUser,
+    body: Annotated[tuple[str, RowFormat], Depends(import_body)],
     source: Annotated[str | None, Query(max_length=255, description="where the rows came from")] = None,
 ) -> Any:
     """Store results made elsewhere (a JSON list or CSV rows); all or nothing, the same rows twice stored once."""

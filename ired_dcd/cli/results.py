@@ -30,6 +30,7 @@ from ired_core.results_dir import RowFormat
 from ired_core.stats import PLAN_CONFIGS, Comparison
 from ired_dcd.client import Client, ClientError
 from ired_dcd.services.errors import ServiceError
+from ired_dcd.services.results import trivial_predictors_line
 from ired_dcd.settings import Settings, get_settings
 from ired_dcd.states import TERMINAL, State
 
@@ -37,7 +38,7 @@ EXIT_ERROR = 2
 ROW_MEDIA_TYPES: dict[RowFormat, str] = {"csv": "text/csv", "json": "application/json"}
 SMALL: dict[str, Any] = {"batch_size": 256, "hidden_dim": 128, "val_size": 1024, "eval_batch_size": 1024}
 """`study --size small`: the presets at a size a laptop CPU trains in minutes (the plan's rank 20 kept)."""
-SMALL_STEPS = 250
+SMALL_STEPS = 200
 SERVER_START_SECONDS = 120.0
 SERVER_STOP_SECONDS = 30.0
 HEALTH_SECONDS = 15.0
@@ -72,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"small (default): batch {SMALL['batch_size']}, width {SMALL['hidden_dim']}, {SMALL_STEPS} steps, "
         "minutes on a CPU; full: the presets as the plan runs them (100k steps, for GPUs)",
     )
-    p.add_argument("--steps", type=int, help="train_steps (default: 250 small, the presets' for full)")
+    p.add_argument("--steps", type=int, help=f"train_steps (default: {SMALL_STEPS} small, the presets' for full)")
     p.add_argument("--device", help="embedded default only: cpu, cuda or cuda:N (default: $IRED_DEVICE or auto)")
     p.add_argument(
         "--set",
@@ -178,7 +179,7 @@ def study_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     steps = args.steps
     if args.size == "small":
-        steps = steps or SMALL_STEPS
+        steps = SMALL_STEPS if steps is None else steps
         every = max(1, steps // 4)
         overrides |= {**SMALL, "log_every": max(1, steps // 50), "eval_every": every, "checkpoint_every": every}
     if steps is not None:
@@ -312,6 +313,9 @@ def _study(args: argparse.Namespace) -> int:
             return 130
         comparison = client.comparison(configs=",".join(PLAN_CONFIGS), baseline=args.baseline, tag=tag)
     sys.stdout.write(render(comparison, "text"))
+    trivial = trivial_predictors_line(comparison.metric)
+    if trivial:
+        print(f"  - {trivial}")
     failed = [job for job in jobs if job["state"] != State.SUCCEEDED]
     for job in failed:
         print(

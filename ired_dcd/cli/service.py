@@ -1,9 +1,10 @@
-"""`ired-dcd serve | worker | submit | status | cancel | retry`: run the service and talk to it."""
+"""`ired-dcd serve | worker | submit | status | cancel | retry | delete`: run the service and talk to it."""
 
 from __future__ import annotations
 
 import argparse
 import functools
+import ipaddress
 import os
 import signal
 import subprocess
@@ -15,8 +16,9 @@ import uvicorn
 
 from ired_core.configs import parse_overrides, parse_seeds
 from ired_dcd.client import Client, ClientError
-from ired_dcd.db import migrate, session_scope
-from ired_dcd.services.jobs import requeue_interrupted
+from ired_dcd.db import migrate
+from ired_dcd.services import slurm
+from ired_dcd.services.reconciler import reconcile_once
 from ired_dcd.settings import Settings, get_settings
 from ired_dcd.states import TERMINAL, State
 from worker.celery_app import app as celery_app
@@ -52,7 +54,14 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--priority", type=int, default=5, help="0–9, higher runs first (default 5)")
     p.add_argument("--tag", dest="tags", action="append", default=[], help="label the job (repeatable)")
-    p.add_argument("--executor", default="celery", help="where the runs train (default celery: GPU workers)")
+    p.add_argument("--executor", default="celery", help="where the runs train: celery (GPU workers, default) or slurm")
+    p.add_argument(
+        "--slurm",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --executor slurm: override a SLURM setting (repeatable), e.g. --slurm partition=gpu",
+    )
     p.add_argument("--wait", action="store_true", help="follow the job until it ends; exit 1 unless it succeeded")
     _server_option(p)
     p.set_defaults(func=submit)
@@ -66,7 +75,11 @@ def register(subparsers: Any) -> None:
     _server_option(p)
     p.set_defaults(func=status)
 
-    for name, command, text in (("cancel", cancel, "cancel a job"), ("retry", retry, "retry a job's failed runs")):
+    for name, command, text in (
+        ("cancel", cancel, "cancel a job"),
+        ("retry", retry, "retry a job's failed runs"),
+        ("delete", delete, "delete an ended job with its curves and checkpoints"),
+    ):
         p = subparsers.add_parser(name, help=text)
         p.add_argument("job", type=int)
         _server_option(p)
@@ -75,6 +88,7 @@ def register(subparsers: Any) -> None:
 
 def _server_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", help="API URL (default $IRED_SERVER or http://127.0.0.1:8000)")
+    parser.add_argument("--token", help="API token (default $IRED_TOKEN); a lab server asks for one")
 
 
 def _seeds(text: str) -> list[int]:
@@ -129,6 +143,11 @@ def serve(args: argparse.Namespace) -> int:
     """Run the API; in the embedded default also migrate SQLite and run a local worker beside it."""
     settings = get_settings()
     host, port = args.host or settings.host, args.port or settings.port
+    if not settings.auth_enabled and not _loopback(host):
+        raise ValueError(
+            f"--host {host}: serving other machines needs authentication; "
+            "set IRED_AUTH_REQUIRED=true and add users with `ired-dcd users add NAME`"
+        )
     local_worker = None
     if settings.embedded:
         local_worker = _start_embedded(settings, with_worker=not args.no_worker)
@@ -137,9 +156,16 @@ def serve(args: argparse.Namespace) -> int:
     else:
         database, broker = _redacted(settings.sqlalchemy_url), _redacted(settings.broker_url)
         print(f"lab-server mode: database {database}, broker {broker}")
+    if settings.auth_enabled:
+        print("authentication: every request but /health needs `Authorization: Bearer <token>` (ired-dcd users)")
+    else:
+        print(f"no authentication: anyone who can reach {host}:{port} may use the API; it listens on {host} only")
+    collector = _start_slurm_collector()
     try:
         uvicorn.run("api.main:app", host=host, port=port, log_level="info")
     finally:
+        if collector is not None:
+            collector.stop()
         if local_worker is not None:
             local_worker.send_signal(signal.SIGQUIT)  # cold stop: interrupted runs resume at next start
             try:
@@ -149,27 +175,44 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name
+        return False
+
+
 def _exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
 def _start_embedded(settings: Settings, *, with_worker: bool) -> subprocess.Popen[bytes] | None:
     migrate()
-    with session_scope() as session:
-        resumed = requeue_interrupted(session=session)
+    done = reconcile_once()  # the filesystem queue forgets a task once a worker took it: send those again
     print(
         f"embedded mode: database {settings.sqlalchemy_url}, queue {settings.queue_dir}, "
         f"artifacts {settings.artifacts_path}"
     )
-    print("no authentication: the API listens on the address given (127.0.0.1 by default) only")
-    if resumed:
-        print(f"re-queued {resumed} interrupted task(s); they resume from their checkpoints")
+    if done is not None and done.resent:
+        print(f"re-queued {done.resent} interrupted task(s); they resume from their checkpoints")
     if not with_worker:
         return None
     argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app:app", *worker_argv(settings, name="ired-local")]
     process = subprocess.Popen(argv)
     print(f"local worker started (pid {process.pid})")
     return process
+
+
+def _start_slurm_collector() -> slurm.SlurmCollector | None:
+    """Where this server can submit to SLURM, follow its SLURM jobs into the database (docs/slurm.md)."""
+    if not slurm.available():
+        return None
+    collector = slurm.SlurmCollector()
+    collector.start()
+    print(f"SLURM: executor 'slurm' available; collector polls every {collector.interval:.0f} s")
+    return collector
 
 
 def _redacted(url: str | None) -> str:
@@ -185,7 +228,7 @@ def _redacted(url: str | None) -> str:
 @_reports_errors
 def submit(args: argparse.Namespace) -> int:
     """Submit a job and print its id; with --wait follow it to the end."""
-    client = Client(args.server)
+    client = Client(args.server, token=args.token)
     job = client.submit(
         args.config,
         args.seeds,
@@ -193,6 +236,7 @@ def submit(args: argparse.Namespace) -> int:
         priority=args.priority,
         tags=args.tags,
         executor=args.executor,
+        slurm=parse_overrides(args.slurm),
     )
     print(
         f"job {job['id']} {job['state']}: {job['config']} × {len(job['runs'])} seed(s) "
@@ -208,7 +252,7 @@ def submit(args: argparse.Namespace) -> int:
 @_reports_errors
 def status(args: argparse.Namespace) -> int:
     """Print recent jobs, or one job with its runs."""
-    client = Client(args.server)
+    client = Client(args.server, token=args.token)
     if args.job is not None:
         _print_job(client.job(args.job))
         return 0
@@ -226,7 +270,7 @@ def status(args: argparse.Namespace) -> int:
                 job["created_at"][:19],
             )
         )
-    _print_table(rows)
+    print_table(rows)
     print(f"{len(page['data'])} of {page['count']} job(s)")
     return 0
 
@@ -234,7 +278,7 @@ def status(args: argparse.Namespace) -> int:
 @_reports_errors
 def cancel(args: argparse.Namespace) -> int:
     """Cancel a job."""
-    job = Client(args.server).cancel(args.job)
+    job = Client(args.server, token=args.token).cancel(args.job)
     pending = sum(run["state"] not in TERMINAL for run in job["runs"])
     tail = f"; {pending} running run(s) stop within seconds" if pending else ""
     print(f"job {job['id']} {job['state']}{tail}")
@@ -244,8 +288,16 @@ def cancel(args: argparse.Namespace) -> int:
 @_reports_errors
 def retry(args: argparse.Namespace) -> int:
     """Queue a job's failed and diverged runs again."""
-    job = Client(args.server).retry(args.job)
+    job = Client(args.server, token=args.token).retry(args.job)
     print(f"job {job['id']} {job['state']}: {sum(r['state'] == State.QUEUED for r in job['runs'])} run(s) queued")
+    return 0
+
+
+@_reports_errors
+def delete(args: argparse.Namespace) -> int:
+    """Delete an ended job."""
+    Client(args.server, token=args.token).delete(args.job)
+    print(f"job {args.job} deleted")
     return 0
 
 
@@ -270,10 +322,11 @@ def _print_job(job: dict[str, Any]) -> None:
                 run["device"] or "-",
             )
         )
-    _print_table(rows)
+    print_table(rows)
 
 
-def _print_table(rows: list[tuple[str, ...]]) -> None:
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    """Rows as left-aligned columns; the first row is the header."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

@@ -50,10 +50,8 @@ def run_train(args: argparse.Namespace) -> int:
     _check_device(args.device)
     trainer = Trainer(config, seeds, device=args.device)
     job = JobDirectory(args.out, config, seeds, args.tags)
-    if job.checkpoint_path.exists() and not args.no_resume:
-        trainer.load_checkpoint(job.checkpoint_path)
+    if not args.no_resume and job.resume(trainer):
         print(f"resuming {config.name} seeds {seeds} from step {trainer.step}", file=sys.stderr)
-    job.start(trainer, overrides)
     print(
         f"{config.name}: {len(seeds)} seed(s) on {trainer.device_name}, {trainer.precision}, "
         f"{config.train_steps} steps → {job.root}",
@@ -63,7 +61,6 @@ def run_train(args: argparse.Namespace) -> int:
     bar = tqdm(total=config.train_steps, initial=trainer.step, unit="step", file=sys.stderr)
 
     def on_metrics(event: MetricsEvent) -> None:
-        job.append_metrics(event)
         bar.update(event.step - bar.n)
         first = next(iter(event.per_seed.values()), {})
         shown = {k: f"{first[k]:.4g}" for k in ("loss", "val_mse") if k in first}
@@ -72,14 +69,11 @@ def run_train(args: argparse.Namespace) -> int:
     stop_requested: list[int] = []  # SLURM sends SIGTERM before a time limit or preemption requeue
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop_requested.append(signum))
-    outcomes = trainer.run(
-        on_metrics=on_metrics, should_stop=lambda: bool(stop_requested), checkpoint_path=job.checkpoint_path
-    )
+    outcomes = job.train(trainer, overrides, should_stop=lambda: bool(stop_requested), on_metrics=on_metrics)
     bar.close()
-    if stop_requested:
+    if outcomes is None:
         print(f"stopped at step {trainer.step}; checkpoint saved to {job.checkpoint_path}", file=sys.stderr)
         return EXIT_STOPPED
-    job.finish(outcomes)
     for outcome in outcomes:
         mse = outcome.final_metrics.get("val_mse")
         detail = f"val_mse={mse:.6g}" if mse is not None else (outcome.error or "")

@@ -6,12 +6,18 @@ import uuid
 from collections.abc import Callable
 
 from ired_dcd.models import Job, Run
+from ired_dcd.services import slurm
 from ired_dcd.settings import get_settings
-from worker.celery_app import TRAIN_TASK, app, broker_priority
+from worker.celery_app import TRAIN_TASK, app
 
 
 def plan_tasks(job: Job, runs: list[Run]) -> list[list[Run]]:
-    """Group runs into tasks (one ensemble task, or one per seed) and give each task its checkpoint."""
+    """Group runs into tasks (one ensemble task, or one per seed) and give each task its checkpoint.
+
+    A SLURM job is one task: one array job, which the executor splits and gives checkpoints itself.
+    """
+    if job.executor == slurm.EXECUTOR:
+        return [runs]
     groups = [[run] for run in runs] if get_settings().split_seeds else [runs]
     for group in groups:
         path = f"job-{job.id}/{uuid.uuid4().hex[:12]}.pt"
@@ -26,9 +32,9 @@ def send_celery(job: Job, runs: list[Run]) -> None:
         TRAIN_TASK,
         args=[[run.id for run in runs]],
         queue=get_settings().queue,
-        priority=broker_priority(job.priority),
+        task_id=runs[0].task_id,  # set by the dispatcher, so the reconciler can find it in the broker
     )
 
 
-EXECUTORS: dict[str, Callable[[Job, list[Run]], None]] = {"celery": send_celery}
+EXECUTORS: dict[str, Callable[[Job, list[Run]], None]] = {"celery": send_celery, slurm.EXECUTOR: slurm.submit_runs}
 """Executor name → function that starts one task; a job's `executor` must be one of these."""

@@ -13,6 +13,14 @@ class InvalidInput(ServiceError):
     """The input breaks a rule (unknown preset, bad override, bad seeds); nothing was stored."""
 
 
+class Unauthorized(ServiceError):
+    """No valid API token: missing, unknown or revoked."""
+
+
+class Forbidden(ServiceError):
+    """Signed in, but not allowed to do this (change another user's job)."""
+
+
 class Conflict(ServiceError):
     """The request does not fit the current state (cancel a finished job, retry a succeeded one)."""
 

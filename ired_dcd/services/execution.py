@@ -14,10 +14,17 @@ While training, a heartbeat thread renews the lease and polls the cancellation f
 upserted by (run, name, step), so steps replayed after a resume overwrite rather than duplicate.
 A worker that is shut down (SIGTERM to the training process) checkpoints, releases its runs without
 counting the attempt and raises `Interrupted`, so that the task goes back to the queue at once.
+
+The database may be away for a while (restart, failover): metrics are kept in memory and written
+once it answers again (`MetricsBuffer`), and the writes at the start and end of a task are retried
+with back-off for up to `db_retry_seconds`. A full disk (checkpoint write) and CUDA running out of
+memory fail the runs at once with an error that says so. When a task has been claimed and when it
+ends, a dispatch pass hands the broker the next task (`ired_dcd.services.scheduler`).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -33,13 +40,14 @@ from typing import Any
 
 import torch
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import DBAPIError
 
 from ired_core.configs import TrainConfig
 from ired_core.trainer import MetricsEvent, SeedOutcome, Trainer, code_version
-from ired_dcd.db import session_scope
-from ired_dcd.models import Artifact, Job, Run, utcnow
-from ired_dcd.services.runs import clean_metrics, set_state, upsert_metrics
+from ired_dcd.db import backoff_delays, new_session, retry_db, session_scope, unreachable
+from ired_dcd.models import Run, utcnow
+from ired_dcd.services.runs import give_up, lock_runs, record_outcome, register_checkpoint, set_state, upsert_metrics
+from ired_dcd.services.scheduler import dispatch
 from ired_dcd.settings import Settings, get_settings
 from ired_dcd.states import ACTIVE, State
 
@@ -73,19 +81,44 @@ def execute_runs(run_ids: Sequence[int]) -> None:
     claim = claim_runs(run_ids, owner=owner, settings=settings)
     if claim is None:
         return
+    dispatch_next()  # this task has left the broker's backlog
     started = time.monotonic()
+    outcomes, error = None, None
     with Lease(list(claim.run_ids.values()), owner=owner, settings=settings) as lease, _stop_on_sigterm(lease):
         try:
             outcomes = _train(claim, owner=owner, lease=lease, settings=settings)
         except Exception as exc:  # the trainer's error becomes the runs' error, not a re-delivery
             log.exception("training runs %s failed", sorted(claim.run_ids.values()))
-            error = f"{type(exc).__name__}: {exc}"
-            _finish(claim, owner=owner, seconds=time.monotonic() - started, error=error)
-            return
-    if lease.interrupted:
-        _release(claim, owner=owner)
+            error = failure_message(exc, settings=settings)
+    if lease.interrupted and error is None:
+        retry_db(lambda: _release(claim, owner=owner), what="releasing the runs")
         raise Interrupted(f"worker shutting down; runs {sorted(claim.run_ids.values())} released")
-    _finish(claim, owner=owner, seconds=time.monotonic() - started, outcomes=outcomes)
+    seconds = time.monotonic() - started
+    retry_db(lambda: _finish(claim, owner=owner, seconds=seconds, outcomes=outcomes, error=error), what="recording")
+    dispatch_next()
+
+
+def failure_message(exc: Exception, *, settings: Settings) -> str:
+    """The runs' error for an exception from training; disk full and CUDA out of memory say what to do."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        detail = str(exc).splitlines()[0] if str(exc) else "no detail"
+        return (
+            "CUDA out of memory: lower batch_size, or train fewer seeds per task (IRED_SPLIT_SEEDS=true), "
+            f"then retry the job ({detail})"
+        )
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        where = exc.filename or settings.artifacts_path
+        return f"disk full: no space left on the device while writing {where}; free space, then retry the job"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def dispatch_next() -> None:
+    """A dispatch pass, best effort: the reconciler's periodic pass catches up when this one fails."""
+    try:
+        with new_session() as session:
+            dispatch(session=session)
+    except Exception as exc:  # a worker never fails its task over the next task's dispatch
+        log.warning("dispatch pass failed: %s: %s", type(exc).__name__, exc)
 
 
 @contextmanager
@@ -106,7 +139,7 @@ def claim_runs(run_ids: Sequence[int], *, owner: str, settings: Settings) -> Cla
     deadline = time.monotonic() + settings.lease_seconds + 2 * settings.heartbeat_seconds
     while True:
         with session_scope() as session:
-            runs = _lock_runs(session, run_ids)
+            runs = lock_runs(session, run_ids)
             now = utcnow()
             active = [run for run in runs if run.state in ACTIVE]
             holders = {run.lease_owner for run in active if run.lease_owner != owner and _live(run, now)}
@@ -134,16 +167,6 @@ def claim_runs(run_ids: Sequence[int], *, owner: str, settings: Settings) -> Cla
         time.sleep(settings.heartbeat_seconds)
 
 
-def _lock_runs(session: Session, run_ids: Sequence[int]) -> list[Run]:
-    """The task's runs, row-locked, after their job's row (always job first: no lock cycles)."""
-    job_id = session.scalar(select(Run.job_id).where(Run.id.in_(run_ids)).limit(1))
-    if job_id is None:
-        return []
-    session.execute(select(Job.id).where(Job.id == job_id).with_for_update())
-    query = select(Run).where(Run.id.in_(run_ids)).order_by(Run.seed).with_for_update()
-    return list(session.scalars(query))
-
-
 def _live(run: Run, now: datetime) -> bool:
     return run.lease_owner is not None and run.lease_expires_at is not None and run.lease_expires_at > now
 
@@ -154,12 +177,7 @@ def _take(run: Run, *, owner: str, settings: Settings) -> bool:
         set_state(run, State.CANCELLED)
         return False
     if run.attempts >= settings.max_attempts:
-        error = (
-            f"gave up after {run.attempts} attempts: the worker training it was lost each time "
-            f"(killed, e.g. out of memory); max_attempts={settings.max_attempts}"
-        )
-        log.warning("run %d: %s", run.id, error)
-        set_state(run, State.FAILED, error=error)
+        give_up(run, max_attempts=settings.max_attempts)
         return False
     now = utcnow()
     run.attempts += 1
@@ -198,11 +216,16 @@ class Lease:
         return self._stop_training.is_set()
 
     def _loop(self) -> None:
+        failing = False
         while not self._closed.wait(self._settings.heartbeat_seconds):
             try:
                 self._beat()
-            except Exception:  # the database is briefly unreachable: keep training, try again
-                log.warning("lease renewal failed for runs %s", self._run_ids, exc_info=True)
+            except Exception as exc:  # the database is briefly unreachable: keep training, try again
+                if not failing:
+                    log.warning("lease renewal failed for runs %s (%s); retrying", self._run_ids, exc)
+                failing = True
+            else:
+                failing = False
 
     def _beat(self) -> None:
         with session_scope() as session:
@@ -237,29 +260,72 @@ def _train(claim: Claim, *, owner: str, lease: Lease, settings: Settings) -> lis
         resumed = trainer.step
         log.info("runs %s resume from step %d", sorted(claim.run_ids.values()), resumed)
     claim.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    with session_scope() as session:
-        session.execute(
-            _owned(claim, owner).values(
-                device=trainer.device_name,
-                precision=trainer.precision,
-                code_version=code_version(),
-                torch_version=torch.__version__,
-                resume_step=resumed,
-            )
-        )
+    environment = _owned(claim, owner).values(
+        device=trainer.device_name,
+        precision=trainer.precision,
+        code_version=code_version(),
+        torch_version=torch.__version__,
+        resume_step=resumed,
+    )
+    retry_db(lambda: _execute(environment), what="recording the device")
+    metrics = MetricsBuffer(claim, owner=owner)
+    try:
+        return trainer.run(on_metrics=metrics.add, should_stop=lease.should_stop, checkpoint_path=claim.checkpoint)
+    finally:
+        metrics.close()
 
-    def on_metrics(event: MetricsEvent) -> None:
-        rows = [
-            (claim.run_ids[seed], event.step, name, value)
-            for seed, values in event.per_seed.items()
-            if seed in claim.run_ids
-            for name, value in values.items()
-        ]
+
+def _execute(statement: Any) -> None:
+    with session_scope() as session:
+        session.execute(statement)
+
+
+class MetricsBuffer:
+    """The trainer's metrics on their way to the database; none is lost while the database is away.
+
+    `add` keeps the values (by run, name and step: a replayed step overwrites) and writes all that
+    waits, unless an earlier write failed less than a back-off delay ago (0.5 s doubling to 30 s): the
+    trainer never waits for a database that is down. `close` writes the rest, retrying with back-off.
+    """
+
+    def __init__(self, claim: Claim, *, owner: str) -> None:
+        self._claim, self._owner = claim, owner
+        self._values: dict[tuple[int, str, int], float] = {}
+        self._step = 0
+        self._delays = backoff_delays()
+        self._next_try = 0.0
+
+    def add(self, event: MetricsEvent) -> None:
+        for seed, values in event.per_seed.items():
+            if seed in self._claim.run_ids:
+                run_id = self._claim.run_ids[seed]
+                self._values.update({(run_id, name, event.step): value for name, value in values.items()})
+        self._step = max(self._step, event.step)
+        if time.monotonic() < self._next_try:
+            return
+        try:
+            self._write()
+        except DBAPIError as exc:
+            if not unreachable(exc):
+                raise
+            delay = next(self._delays)
+            self._next_try = time.monotonic() + delay
+            log.warning(
+                "database unreachable (%s): %d metric value(s) kept", type(exc.orig).__name__, len(self._values)
+            )
+        else:
+            self._delays = backoff_delays()
+
+    def close(self) -> None:
+        if self._values:
+            retry_db(self._write, what="writing metrics")
+
+    def _write(self) -> None:
+        rows = [(run_id, step, name, value) for (run_id, name, step), value in self._values.items()]
         with session_scope() as session:
             upsert_metrics(session=session, rows=rows)
-            session.execute(_owned(claim, owner).values(step=event.step))
-
-    return trainer.run(on_metrics=on_metrics, should_stop=lease.should_stop, checkpoint_path=claim.checkpoint)
+            session.execute(_owned(self._claim, self._owner).values(step=self._step))
+        self._values.clear()
 
 
 def _owned(claim: Claim, owner: str) -> Any:
@@ -282,7 +348,7 @@ def _finish(
     """Record each held run's outcome (or `error` for all); runs whose lease moved on are left alone."""
     by_seed = {outcome.seed: outcome for outcome in outcomes or []}
     with session_scope() as session:
-        for run in _lock_runs(session, list(claim.run_ids.values())):
+        for run in lock_runs(session, list(claim.run_ids.values())):
             if run.lease_owner != owner or run.state != State.RUNNING:
                 continue
             run.train_seconds += seconds
@@ -290,25 +356,14 @@ def _finish(
             if outcome is None:
                 set_state(run, State.FAILED, error=error or "the trainer returned no outcome for this seed")
                 continue
-            run.step = outcome.step
-            run.final_metrics = clean_metrics(outcome.final_metrics)
-            set_state(run, State(outcome.status), error=outcome.error)
-        _register_checkpoint(session, claim)
+            record_outcome(
+                run, status=outcome.status, step=outcome.step, final_metrics=outcome.final_metrics, error=outcome.error
+            )
+        single_run = next(iter(claim.run_ids.values())) if len(claim.seeds) == 1 else None
+        register_checkpoint(session, job_id=claim.job_id, checkpoint=claim.checkpoint, run_id=single_run)
 
 
 def _release(claim: Claim, *, owner: str) -> None:
     """Give the runs back (still running, no lease) without counting this attempt against them."""
     with session_scope() as session:
         session.execute(_owned(claim, owner).values(lease_owner=None, lease_expires_at=None, attempts=Run.attempts - 1))
-
-
-def _register_checkpoint(session: Session, claim: Claim) -> None:
-    if not claim.checkpoint.exists():
-        return
-    path = str(claim.checkpoint.relative_to(get_settings().artifacts_path))
-    artifact = session.scalar(select(Artifact).where(Artifact.job_id == claim.job_id, Artifact.path == path))
-    if artifact is None:
-        single_run = next(iter(claim.run_ids.values())) if len(claim.seeds) == 1 else None
-        artifact = Artifact(job_id=claim.job_id, run_id=single_run, kind="checkpoint", path=path)
-        session.add(artifact)
-    artifact.size_bytes = claim.checkpoint.stat().st_size

@@ -15,10 +15,14 @@ from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from ired_core.configs import MAX_SEEDS, TrainConfig, canonical_preset, config_hash, resolve_config
-from ired_dcd.models import Job, JobTag, Metric, Run, User, utcnow
+from ired_dcd.models import Artifact, Job, JobTag, Metric, Run, User, utcnow
+from ired_dcd.services import slurm
+from ired_dcd.services.artifacts import delete_files
 from ired_dcd.services.dispatch import EXECUTORS, plan_tasks
 from ired_dcd.services.errors import Conflict, InvalidInput, NotFound, Unavailable
 from ired_dcd.services.runs import set_state
+from ired_dcd.services.scheduler import BROKER_EXECUTOR, dispatch
+from ired_dcd.services.users import check_may_change
 from ired_dcd.states import ACTIVE, RETRYABLE, State
 
 SEED_MAX = 2**31 - 1
@@ -61,14 +65,21 @@ def create_job(
     executor: str = "celery",
     priority: int = 5,
     tags: Sequence[str] = (),
+    slurm_options: Mapping[str, Any] | None = None,
 ) -> Job:
-    """Validate and store a job with one queued run per seed, then hand its tasks to the executor."""
+    """Validate and store a job with one queued run per seed, then hand its tasks to the executor.
+
+    `slurm_options`: the job's SLURM overrides (partition, time_minutes, …), for executor slurm only.
+    """
     overrides = dict(overrides or {})
     preset, cfg = resolve(config, overrides)
     seeds = check_seeds(seeds)
     if executor not in EXECUTORS:
         valid = ", ".join(EXECUTORS)
         raise InvalidInput(f"executor: {executor!r} is not available on this server; valid: {valid}")
+    if slurm_options is not None and executor != slurm.EXECUTOR:
+        raise InvalidInput(f"slurm: settings for executor 'slurm' only; this job's executor is {executor!r}")
+    executor_options = slurm.check_job_options(slurm_options) if executor == slurm.EXECUTOR else None
     job = Job(
         preset=preset,
         overrides=overrides,
@@ -76,6 +87,7 @@ def create_job(
         config_hash=config_hash(cfg),
         seeds=seeds,
         executor=executor,
+        executor_options=executor_options,
         priority=priority,
         owner=owner,
         tag_rows=[JobTag(tag=tag) for tag in dict.fromkeys(tags)],
@@ -85,12 +97,23 @@ def create_job(
     session.flush()
     groups = plan_tasks(job, job.runs)
     session.commit()
-    _enqueue(session, job, groups)
+    _start(session, job, groups)
     return job
 
 
+def _start(session: Session, job: Job, groups: list[list[Run]]) -> None:
+    """Broker jobs wait in the database for the fair-share dispatcher; other executors start at once."""
+    if job.executor == BROKER_EXECUTOR:
+        dispatch(session=session)
+    else:
+        _enqueue(session, job, groups)
+
+
 def _enqueue(session: Session, job: Job, groups: list[list[Run]]) -> None:
-    """Send each task; a task the queue refuses fails its runs (retryable) and answers Unavailable."""
+    """Send each task; a task the queue refuses fails its runs (retryable) and answers Unavailable.
+
+    Executors may record what they started on the job and its runs (the SLURM job id); committed here.
+    """
     errors = []
     for group in groups:
         try:
@@ -99,8 +122,8 @@ def _enqueue(session: Session, job: Job, groups: list[list[Run]]) -> None:
             errors.append(f"{type(exc).__name__}: {exc}")
             for run in group:
                 set_state(run, State.FAILED, error=f"could not be queued: {errors[-1]}")
+    session.commit()
     if errors:
-        session.commit()
         raise Unavailable(
             f"job {job.id} was stored but could not be queued ({errors[0]}); "
             f"retry it when the queue is back (POST /jobs/{job.id}/retry)"
@@ -144,12 +167,17 @@ def list_jobs(
     return list(session.scalars(query)), count
 
 
-def cancel_job(*, session: Session, job_id: int) -> Job:
-    """Cancel queued runs now; running runs are flagged and stop within a heartbeat."""
+def cancel_job(*, session: Session, job_id: int, user: User) -> Job:
+    """Cancel queued runs now; running runs are flagged and stop within a heartbeat (SLURM: scancel, now)."""
     job = _locked_job(session, job_id)
+    check_may_change(job, user, "cancel")
     active = [run for run in job.runs if run.state in ACTIVE]
     if not active:
         raise Conflict(f"job {job_id} has already ended ({job.state}); nothing to cancel")
+    if job.executor == slurm.EXECUTOR:
+        slurm.cancel_runs(active)
+        session.commit()
+        return job
     now = utcnow()
     for run in active:
         if _worker_alive(run, now):
@@ -157,12 +185,14 @@ def cancel_job(*, session: Session, job_id: int) -> Job:
         else:  # queued, or its worker is gone: nobody will see the flag
             set_state(run, State.CANCELLED, now=now)
     session.commit()
+    dispatch(session=session)  # the cancelled tasks' places go to the next ones
     return job
 
 
-def retry_job(*, session: Session, job_id: int) -> Job:
+def retry_job(*, session: Session, job_id: int, user: User) -> Job:
     """Queue the job's failed and diverged runs again, from scratch (their old curves are dropped)."""
     job = _locked_job(session, job_id)
+    check_may_change(job, user, "retry")
     runs = [run for run in job.runs if run.state in RETRYABLE]
     if not runs:
         raise Conflict(f"job {job_id} has no failed or diverged runs to retry (job is {job.state})")
@@ -175,8 +205,21 @@ def retry_job(*, session: Session, job_id: int) -> Job:
         run.cancel_requested = False
     groups = plan_tasks(job, runs)
     session.commit()
-    _enqueue(session, job, groups)
+    _start(session, job, groups)
     return job
+
+
+def delete_job(*, session: Session, job_id: int, user: User) -> None:
+    """Delete an ended job with its runs, curves and checkpoint files."""
+    job = _locked_job(session, job_id)
+    check_may_change(job, user, "delete")
+    if job.state in ACTIVE:
+        raise Conflict(f"job {job_id} is still {job.state}; cancel it first")
+    paths = set(session.scalars(select(Artifact.path).where(Artifact.job_id == job_id)))
+    paths |= {run.checkpoint_path for run in job.runs}
+    session.delete(job)
+    session.commit()
+    delete_files(paths)
 
 
 def _locked_job(session: Session, job_id: int) -> Job:
@@ -190,20 +233,3 @@ def _locked_job(session: Session, job_id: int) -> Job:
 
 def _worker_alive(run: Run, now: datetime) -> bool:
     return run.state == State.RUNNING and run.lease_expires_at is not None and run.lease_expires_at > now
-
-
-def requeue_interrupted(*, session: Session) -> int:
-    """Send again the tasks of unfinished runs that no live worker holds; returns how many tasks.
-
-    The embedded server calls this at start: its filesystem queue drops a task once a worker took it,
-    so runs interrupted by a restart would otherwise wait forever. Extra deliveries are harmless.
-    """
-    now = utcnow()
-    runs = session.scalars(select(Run).where(Run.state.in_(list(ACTIVE))).order_by(Run.id)).all()
-    tasks: dict[tuple[int, str | None], list[Run]] = {}
-    for run in runs:
-        if not _worker_alive(run, now):
-            tasks.setdefault((run.job_id, run.checkpoint_path), []).append(run)
-    for group in tasks.values():
-        EXECUTORS[group[0].job.executor](group[0].job, group)
-    return len(tasks)

@@ -36,6 +36,11 @@ CURVE_METRICS = ("val_mse", "loss", "energy_pos", "energy_neg", "energy_gap", "g
 """The learning curves the dashboard draws: validation MSE, the total loss and the energy diagnostics."""
 CURVE_STATES = (State.RUNNING, State.SUCCEEDED)
 """Runs whose curves are averaged: live and finished ones (failed or diverged runs would skew the mean)."""
+TRIVIAL_PREDICTORS = {
+    "val_mse": {"predicting 0": 0.0208, "predicting the mean inverse": 0.0142},
+    "val_mse_ood": {"predicting 0": 0.257, "predicting the mean inverse": 0.230},
+}
+"""MSE of predictors that learn nothing (SPEC §2, measured on 20k samples): every trained model must beat them."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,6 +177,14 @@ def load_metric_values(
 
 # ---------------------------------------------------------------------------------------------
 # comparison
+
+
+def trivial_predictors_line(metric: str) -> str | None:
+    """The trivial predictors' values of `metric`, as one sentence to show beside results (None if unknown)."""
+    if metric not in TRIVIAL_PREDICTORS:
+        return None
+    values = ", ".join(f"{name} gives {value:g}" for name, value in TRIVIAL_PREDICTORS[metric].items())
+    return f"for scale: {values}; a trained model must beat both"
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,23 @@
-"""Runs: state changes through the state machine, and learning curves stored by upsert."""
+"""Runs: state changes through the state machine, outcomes, and learning curves stored by upsert."""
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ired_dcd.models import Job, Metric, Run, utcnow
+from ired_dcd.models import Artifact, Job, Metric, Run, utcnow
 from ired_dcd.services.errors import NotFound
+from ired_dcd.settings import get_settings
 from ired_dcd.states import RETRYABLE, TERMINAL, State, check_transition, job_state
+
+log = logging.getLogger(__name__)
 
 MetricRow = tuple[int, int, str, float]
 """(run_id, step, name, value) as the trainer reports it."""
@@ -27,9 +32,55 @@ def set_state(run: Run, target: State, *, error: str | None = None, now: datetim
     if target in TERMINAL:
         run.finished_at = now
         run.lease_owner = run.lease_expires_at = None
+    if target is State.QUEUED:  # queued again: pending in the database until the dispatcher sends it
+        run.task_id = run.dispatched_at = None
     if error is not None:
         run.error = error[:4000]
     refresh_job(run.job, now=now)
+
+
+def record_outcome(
+    run: Run, *, status: str, step: int, final_metrics: Mapping[str, float], error: str | None = None
+) -> None:
+    """Store a seed's outcome as the trainer reports it: final step, metrics, state (succeeded, diverged, …)."""
+    run.step = step
+    run.final_metrics = clean_metrics(final_metrics)
+    set_state(run, State(status), error=error)
+
+
+def lock_runs(session: Session, run_ids: Sequence[int]) -> list[Run]:
+    """The runs (of one job), row-locked, after their job's row (always job first: no lock cycles)."""
+    job_id = session.scalar(select(Run.job_id).where(Run.id.in_(run_ids)).limit(1))
+    if job_id is None:
+        return []
+    session.execute(select(Job.id).where(Job.id == job_id).with_for_update())
+    query = select(Run).where(Run.id.in_(run_ids)).order_by(Run.seed).with_for_update()
+    return list(session.scalars(query))
+
+
+def register_checkpoint(session: Session, *, job_id: int, checkpoint: Path, run_id: int | None) -> None:
+    """Record a job's checkpoint file (under the artifacts dir) as an artifact, or refresh its size.
+
+    `run_id`: the run whose seed the checkpoint holds alone; None for an ensemble of several seeds.
+    """
+    if not checkpoint.exists():
+        return
+    path = str(checkpoint.relative_to(get_settings().artifacts_path))
+    artifact = session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.path == path))
+    if artifact is None:
+        artifact = Artifact(job_id=job_id, run_id=run_id, kind="checkpoint", path=path)
+        session.add(artifact)
+    artifact.size_bytes = checkpoint.stat().st_size
+
+
+def give_up(run: Run, *, max_attempts: int) -> None:
+    """Fail a run whose worker was lost on every one of its attempts (killed, e.g. out of memory)."""
+    error = (
+        f"gave up after {run.attempts} attempts: the worker training it was lost each time "
+        f"(killed, e.g. out of memory); max_attempts={max_attempts}"
+    )
+    log.warning("run %d: %s", run.id, error)
+    set_state(run, State.FAILED, error=error)
 
 
 def refresh_job(job: Job, *, now: datetime | None = None) -> None:

@@ -58,13 +58,18 @@ def seeded(lab: Lab) -> tuple[str, dict[str, dict[int, float]], int]:
         return tag, values, running.runs[0].id
 
 
+def signed_in(lab: Lab) -> dict[str, str]:
+    """The lab server asks for a token on every page and API call (the page's own polling included)."""
+    return {"Authorization": f"Bearer {lab.token}"}
+
+
 def cell_texts(page, config: str) -> list[str]:
     return page.locator(f'table.compare tr[data-config="{config}"] > *').all_inner_texts()
 
 
 def test_dashboard_shows_the_table_plots_and_live_jobs(lab, browser, seeded, tmp_path):
     tag, values, running_run = seeded
-    page = browser.new_page(viewport=LAPTOP)
+    page = browser.new_page(viewport=LAPTOP, extra_http_headers=signed_in(lab))
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.on("console", lambda message: message.type == "error" and errors.append(message.text))
@@ -123,7 +128,7 @@ def test_dashboard_shows_the_table_plots_and_live_jobs(lab, browser, seeded, tmp
 
 def test_dashboard_plots_render_without_javascript(lab, browser, seeded):
     tag, _values, _running = seeded
-    context = browser.new_context(java_script_enabled=False, viewport=LAPTOP)
+    context = browser.new_context(java_script_enabled=False, viewport=LAPTOP, extra_http_headers=signed_in(lab))
     page = context.new_page()
     page.goto(f"{lab.base_url}/results/compare?tag={tag}")  # a browser asks for HTML: the dashboard
     assert page.locator("svg.plot-strip circle.point").count() == 20

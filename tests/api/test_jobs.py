@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from ired_dcd.models import Job, JobTag, Metric, Run, User
 from ired_dcd.services.runs import set_state, upsert_metrics
+from ired_dcd.services.scheduler import dispatch
 from ired_dcd.services.users import get_or_create_user
 from ired_dcd.states import State
 from tests.conftest import Lab
@@ -246,19 +247,23 @@ def api_without_broker(lab: Lab) -> Iterator[httpx.Client]:
     env = {**lab.env, "BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
     server = ServiceProcess(argv, env=env, log_path=lab.tmp / "api-without-broker.log")
     server.wait_for_log("Application startup complete", timeout=60)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60, headers=lab.auth_headers) as http:
         yield http
     server.stop()
 
 
-def test_queue_unreachable_is_503_and_the_runs_fail_retryably(lab: Lab, api_without_broker: httpx.Client) -> None:
+def test_queue_unreachable_keeps_the_job_queued_in_the_database(lab: Lab, api_without_broker: httpx.Client) -> None:
     response = api_without_broker.post("/jobs", json=job_body())
-    assert response.status_code == 503, response.text
-    detail = response.json()["detail"]
-    assert "was stored but could not be queued" in detail and "/retry" in detail
-    job_id = int(detail.split()[1])
-    job = lab.job(job_id)
-    assert job["state"] == "failed" and all("could not be queued" in run["error"] for run in job["runs"])
+    assert response.status_code == 201, response.text
+    job = response.json()
+    assert job["state"] == "queued" and lab.job(job["id"])["state"] == "queued"
+    with lab.session() as session:  # waiting in the database, the queue of record, for the broker
+        runs = session.scalars(select(Run).where(Run.job_id == job["id"])).all()
+        assert [(run.task_id, run.dispatched_at) for run in runs] == [(None, None)] * len(runs)
+    before = queued_tasks(lab)
+    with lab.session() as session:  # the broker is back: the next dispatch pass hands the job over
+        assert dispatch(session=session) == 1
+    assert queued_tasks(lab) == before + 1
 
 
 def test_health_is_503_when_the_broker_is_down(api_without_broker: httpx.Client) -> None:

@@ -185,6 +185,7 @@ def test_a_browser_gets_the_dashboard(lab, results_tag, plan_study):
         response = lab.http.get(path, params={"tag": results_tag}, headers=html)
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
         assert '<tr data-config="q204_dcd_full"' in response.text and "<svg" in response.text
+        assert f"/results/compare?tag={results_tag}&amp;format=csv" in response.text  # downloads of this view
     assert get(lab, tag=results_tag, format="json").headers["content-type"].startswith("application/json")
     assert lab.http.get("/static/dashboard.css").status_code == 200
     assert lab.http.get("/static/missing.css").status_code == 404

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -154,3 +156,53 @@ def server_process(env: Mapping[str, str], log_path: Path, port: int) -> tuple[S
 
     wait_for(healthy, timeout=90, what="the embedded server and its worker", interval=0.5)
     return server, http
+
+
+class PrivateRedis:
+    """A redis-server of its own on a free port (no persistence), for tests that flush or stop it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.server = ServiceProcess(argv, env=os.environ, log_path=folder / f"redis-{self.port}.log")
+        self.server.wait_for_log("Ready to accept connections", timeout=30)
+
+    def stop(self) -> None:
+        self.server.kill()
+
+
+class PrivatePostgres:
+    """A Postgres cluster of its own (initdb, trust auth, fsync off) on a free port, for tests that stop it.
+
+    As root, the cluster runs as the `postgres` user in a folder under /tmp owned by it.
+    """
+
+    def __init__(self) -> None:
+        binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+        if not binaries:
+            raise FileNotFoundError("no pg_ctl under /usr/lib/postgresql/*/bin")
+        self.bin = binaries[-1].parent
+        self.user = "postgres" if os.geteuid() == 0 else None
+        self.folder = Path(tempfile.mkdtemp(prefix="ired-pg-"))
+        if self.user is not None:
+            shutil.chown(self.folder, self.user)
+        self.data, self.port = self.folder / "data", free_port()
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync")
+        self.start()
+
+    def _run(self, tool: str, *args: str) -> None:
+        subprocess.run([str(self.bin / tool), *args], check=True, capture_output=True, user=self.user, timeout=120)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.folder / "log"), "-w", "start")
+
+    def stop(self) -> None:
+        """A fast shutdown, as an administrator's restart does: open connections are cut."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def destroy(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.folder, ignore_errors=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 
 from ired_core.configs import parse_overrides
 from ired_dcd.states import State
+from tests.utils.slurm import cancel_leftovers, cluster_problem
 from worker.slurm import (
     SlurmExecutor,
     SlurmSettings,
@@ -70,27 +70,13 @@ def counting_entry(*, job_id: int, seeds: list[int], out_dir: str, should_stop: 
 # --- fixtures and helpers ---------------------------------------------------------------------------
 
 
-def _cluster_problem() -> str | None:
-    if shutil.which("sinfo") is None:
-        return "SLURM is not installed (no sinfo): run .ci/slurm-setup.sh as root"
-    try:
-        done = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=15)
-    except subprocess.TimeoutExpired:
-        return "sinfo timed out: is slurmctld up? run .ci/slurm-setup.sh"
-    if done.returncode != 0:
-        return f"SLURM is not up ({done.stderr.strip()}): run .ci/slurm-setup.sh as root"
-    if not {"idle", "mixed", "allocated", "completing"} & set(done.stdout.split()):
-        return f"no usable SLURM node (sinfo states: {done.stdout.split()}): run .ci/slurm-setup.sh"
-    return None
-
-
 def _sacct_works() -> bool:
     return subprocess.run(["sacct", "-n", "-X", "-j", "1"], capture_output=True, timeout=15).returncode == 0
 
 
 @pytest.fixture(scope="module", autouse=True)
 def cluster() -> None:
-    problem = _cluster_problem()
+    problem = cluster_problem()
     if problem:
         pytest.skip(problem)
 
@@ -151,12 +137,7 @@ def cleanup() -> Iterator[list[str]]:
     """SLURM job ids to scancel after the test if they still wait or run (a failed test)."""
     ids: list[str] = []
     yield ids
-    for job_id in ids:
-        waiting = subprocess.run(
-            ["squeue", "-h", "-j", job_id, "-t", "PD,R", "-o", "%i"], capture_output=True, timeout=30
-        )
-        if waiting.stdout.strip():
-            subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
+    cancel_leftovers(ids)
 
 
 # --- tests ------------------------------------------------------------------------------------------

@@ -1,0 +1,157 @@
+"""Fair-share dispatch: the database is the queue of record; tasks go to the broker a few at a time.
+
+A task is the group of runs that train together (one job's seeds, or one seed with IRED_SPLIT_SEEDS);
+its runs share a checkpoint path. A task is *pending* (queued in the database only), *waiting*
+(handed to the broker, not yet claimed by a worker) or *training* (its runs are running). Waiting and
+training tasks are their owner's tasks *in flight*.
+
+One dispatch pass repeats, while fewer than `dispatch_backlog` tasks wait in the broker:
+
+1. among the users with pending tasks and fewer than `user_task_limit` tasks in flight, take the user
+   with the fewest in flight (ties: the user whose next task was submitted first);
+2. hand that user's next task to the broker: highest job priority first, then the oldest job.
+
+So a user alone may train `user_task_limit` tasks at once; when several users wait, the broker is
+filled round-robin from the least served, whatever their priorities; priorities order a user's own
+tasks only. Passes run after every submit, retry, cancel, claim and end of a task, and in the
+reconciler; a lock makes them one at a time across processes. Only broker (Celery) jobs are
+dispatched here: SLURM has a scheduler of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import false, func, select, update
+from sqlalchemy.orm import Session, contains_eager
+
+from ired_dcd.models import Job, Run, utcnow
+from ired_dcd.services.dispatch import send_celery
+from ired_dcd.settings import Settings, get_settings
+from ired_dcd.states import ACTIVE, State
+
+log = logging.getLogger(__name__)
+
+BROKER_EXECUTOR = "celery"
+"""The executor whose tasks go through the broker (EXECUTORS["celery"])."""
+LOCK_KEY = 0x1BED_DCD
+"""Postgres advisory lock held by a dispatch or reconcile pass."""
+
+
+@dataclass
+class Task:
+    """The active runs of one task, with their job."""
+
+    job: Job
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def pending(self) -> bool:
+        return all(run.state == State.QUEUED and run.dispatched_at is None for run in self.runs)
+
+    @property
+    def waiting(self) -> bool:
+        return not self.pending and all(run.state == State.QUEUED for run in self.runs)
+
+    @property
+    def task_id(self) -> str | None:
+        return self.runs[0].task_id
+
+    def held(self, now: datetime) -> bool:
+        """Whether a worker holds a live lease on any of the runs."""
+        return any(run.lease_expires_at is not None and run.lease_expires_at > now for run in self.runs)
+
+
+def lock(session: Session) -> None:
+    """Make this transaction's dispatch or reconcile pass the only one, across processes, until commit."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(LOCK_KEY)))
+    else:  # SQLite has one writer at a time: take the write lock now, before reading
+        session.execute(update(Run).where(false()).values(task_id=None))
+
+
+def broker_tasks_of_database(session: Session) -> list[Task]:
+    """The active runs of broker jobs, grouped into tasks (job, checkpoint), in job and run order."""
+    runs = session.scalars(
+        select(Run)
+        .join(Run.job)
+        .where(Run.state.in_(list(ACTIVE)), Job.executor == BROKER_EXECUTOR)
+        .options(contains_eager(Run.job))
+        .order_by(Run.job_id, Run.id)
+    ).unique()
+    tasks: dict[tuple[int, str | None], Task] = {}
+    for run in runs:
+        tasks.setdefault((run.job_id, run.checkpoint_path), Task(run.job)).runs.append(run)
+    return list(tasks.values())
+
+
+def choose(tasks: Sequence[Task], *, user_task_limit: int, dispatch_backlog: int) -> list[Task]:
+    """The pending tasks to hand to the broker now, in order (the rule of this module's docstring)."""
+    in_flight: Counter[int] = Counter()
+    pending: defaultdict[int, list[Task]] = defaultdict(list)
+    waiting = 0
+    for task in tasks:
+        if task.pending:
+            pending[task.job.owner_id].append(task)
+        else:
+            in_flight[task.job.owner_id] += 1
+            waiting += task.waiting
+    for queue in pending.values():
+        queue.sort(key=lambda task: (-task.job.priority, task.job.id, task.runs[0].id))
+    chosen: list[Task] = []
+    while waiting < dispatch_backlog:
+        eligible = [owner for owner, queue in pending.items() if queue and in_flight[owner] < user_task_limit]
+        if not eligible:
+            break
+        owner = min(eligible, key=lambda user: (in_flight[user], pending[user][0].job.id))
+        chosen.append(pending[owner].pop(0))
+        in_flight[owner] += 1
+        waiting += 1
+    return chosen
+
+
+def mark_sent(task: Task, now: datetime) -> None:
+    """Give the task a new broker id; a worker that may still hold an expired lease loses it."""
+    task_id = uuid.uuid4().hex
+    for run in task.runs:
+        run.task_id, run.dispatched_at = task_id, now
+        run.lease_owner = run.lease_expires_at = None
+
+
+def send(session: Session, tasks: Sequence[Task]) -> int:
+    """Hand marked (and committed) tasks to the broker; a task it refuses waits in the database again."""
+    sent = 0
+    for task in tasks:
+        try:
+            send_celery(task.job, task.runs)
+            sent += 1
+        except Exception as exc:  # broker down or refusing: the reconciler sends it once the broker is back
+            log.warning("job %d: broker refused task %s (%s); it waits in the database", task.job.id, task.task_id, exc)
+            session.execute(
+                update(Run)
+                .where(Run.task_id == task.task_id, Run.state == State.QUEUED)
+                .values(task_id=None, dispatched_at=None)
+            )
+            session.commit()
+    return sent
+
+
+def dispatch(*, session: Session, settings: Settings | None = None) -> int:
+    """One dispatch pass: choose and mark tasks under the lock, commit, then send; returns how many went."""
+    settings = settings or get_settings()
+    lock(session)
+    chosen = choose(
+        broker_tasks_of_database(session),
+        user_task_limit=settings.user_task_limit,
+        dispatch_backlog=settings.dispatch_backlog,
+    )
+    now = utcnow()
+    for task in chosen:
+        mark_sent(task, now)
+    session.commit()
+    return send(session, chosen)
