@@ -184,7 +184,7 @@ def trivial_predictors_line(metric: str) -> str | None:
     if metric not in TRIVIAL_PREDICTORS:
         return None
     values = ", ".join(f"{name} gives {value:g}" for name, value in TRIVIAL_PREDICTORS[metric].items())
-    return f"for scale: {values}; a trained model must beat both"
+    return f"for scale on the full-size task (rank 20): {values}; a trained model must beat both"
 
 
 @dataclass(frozen=True)
