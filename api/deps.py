@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Path
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -14,6 +14,11 @@ from ired_dcd.models import User
 from ired_dcd.services.errors import Unauthorized
 from ired_dcd.services.users import authenticate, get_or_create_user
 from ired_dcd.settings import get_settings
+
+DB_INT_MAX = 2**31 - 1
+"""The largest value of the database's INTEGER columns (ids, steps): larger ones are refused with a 422."""
+RowId = Annotated[int, Path(ge=1, le=DB_INT_MAX)]
+"""A job, run or artifact id in a path."""
 
 bearer = HTTPBearer(auto_error=False, description="an API token from `ired-dcd users add NAME`")
 

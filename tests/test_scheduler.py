@@ -6,9 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ired_dcd.models import Job, Run
 from ired_dcd.services.reconciler import _lost
-from ired_dcd.services.scheduler import Task, choose
+from ired_dcd.services.scheduler import RunState, Task, choose
 from ired_dcd.settings import Settings
 from ired_dcd.states import State
 from worker.broker import BrokerTasks
@@ -17,17 +16,21 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 _ids = iter(range(1, 10_000))
 
 
-def task(owner: int, *, priority: int = 5, state: str = "pending", job_id: int | None = None) -> Task:
+def task(owner: int, *, priority: int = 5, state: str = "pending") -> Task:
     """One single-run task of `owner`: pending (database only), waiting (in the broker) or training."""
-    job = Job(id=job_id or next(_ids), owner_id=owner, priority=priority)
-    run = Run(id=next(_ids), state=State.RUNNING if state == "training" else State.QUEUED)
-    run.dispatched_at = None if state == "pending" else NOW
-    run.task_id = None if state == "pending" else f"task-{run.id}"
-    return Task(job, [run])
+    run_id = next(_ids)
+    sent = state != "pending"
+    run = RunState(
+        id=run_id,
+        state=State.RUNNING if state == "training" else State.QUEUED,
+        task_id=f"task-{run_id}" if sent else None,
+        dispatched_at=NOW if sent else None,
+    )
+    return Task(job_id=next(_ids), owner_id=owner, priority=priority, runs=[run])
 
 
 def owners(tasks: list[Task]) -> list[int]:
-    return [t.job.owner_id for t in tasks]
+    return [t.owner_id for t in tasks]
 
 
 def test_a_user_alone_gets_up_to_the_limit_and_the_backlog():
@@ -51,7 +54,7 @@ def test_priorities_order_a_users_own_tasks_only():
     other = task(2, priority=0)
     chosen = choose([low, high, mid, other], user_task_limit=10, dispatch_backlog=10)
     assert chosen[0] is high and owners(chosen) == [1, 2, 1, 1]  # user 2's priority-0 task is not last
-    assert [t.job.priority for t in chosen if t.job.owner_id == 1] == [9, 5, 1]
+    assert [t.priority for t in chosen if t.owner_id == 1] == [9, 5, 1]
 
 
 def test_nothing_goes_out_while_the_broker_holds_the_backlog():
@@ -76,18 +79,18 @@ SETTINGS = Settings(lease_seconds=3, heartbeat_seconds=0.5)
     ],
 )
 def test_lost_tasks(case: str, lost: bool):
-    t = task(1, state="pending" if case.startswith("pending") else "waiting")
-    run = t.runs[0]
-    broker = BrokerTasks(waiting=frozenset())
     read_at = NOW.timestamp()
+    task_id = "task-1"
+    broker = BrokerTasks(waiting=frozenset())
     if case == "waiting in the broker":
-        broker = BrokerTasks(waiting=frozenset({run.task_id}))
+        broker = BrokerTasks(waiting=frozenset({task_id}))
     elif case.startswith("taken"):
-        taken_at = read_at - (1 if "moment" in case else 60)
-        broker = BrokerTasks(waiting=frozenset(), taken={run.task_id: taken_at})
-    run.dispatched_at = NOW - timedelta(seconds=1 if case.endswith("a moment ago") else 60)
-    if case == "held by a live lease":
-        run.state, run.lease_expires_at = State.RUNNING, NOW + timedelta(seconds=2)
-    if case.startswith("pending"):
-        run.dispatched_at = None
-    assert _lost(t, broker, read_at=read_at, now=NOW, settings=SETTINGS) is lost
+        broker = BrokerTasks(waiting=frozenset(), taken={task_id: read_at - (1 if "moment" in case else 60)})
+    run = RunState(
+        id=1,
+        state=State.RUNNING if case == "held by a live lease" else State.QUEUED,
+        task_id=None if case.startswith("pending") else task_id,
+        dispatched_at=None if case.startswith("pending") else NOW - timedelta(seconds=1 if "sent a" in case else 60),
+        lease_expires_at=NOW + timedelta(seconds=2) if case == "held by a live lease" else None,
+    )
+    assert _lost(Task(1, 1, 5, [run]), broker, read_at=read_at, now=NOW, settings=SETTINGS) is lost

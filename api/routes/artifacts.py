@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 
-from api.deps import SessionDep
+from api.deps import DB_INT_MAX, RowId, SessionDep
 from api.schemas import ArtifactPublic
 from ired_dcd.services import artifacts
 
@@ -15,7 +15,9 @@ router = APIRouter(prefix="/artifacts", tags=["artifacts"])
 
 
 @router.get("", response_model=list[ArtifactPublic])
-def read_artifacts(session: SessionDep, job_id: int | None = None) -> Any:
+def read_artifacts(
+    session: SessionDep, job_id: Annotated[int | None, Query(ge=1, le=DB_INT_MAX, description="only this job's")] = None
+) -> Any:
     """The artifacts of every job, or of one job."""
     return artifacts.list_artifacts(session=session, job_id=job_id)
 
@@ -25,7 +27,7 @@ def read_artifacts(session: SessionDep, job_id: int | None = None) -> Any:
     response_class=FileResponse,
     responses={200: {"content": {"application/octet-stream": {}}, "description": "the file"}},
 )
-def read_artifact(artifact_id: int, session: SessionDep) -> FileResponse:
+def read_artifact(artifact_id: RowId, session: SessionDep) -> FileResponse:
     """Download one artifact by its id."""
     artifact, path = artifacts.artifact_file(session=session, artifact_id=artifact_id)
     return FileResponse(path, media_type="application/octet-stream", filename=f"job-{artifact.job_id}-{path.name}")

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from fastapi.responses import Response
 
-from api.deps import CurrentUser, SessionDep
+from api.deps import DB_INT_MAX, CurrentUser, RowId, SessionDep
 from api.schemas import JobCreate, JobPublic, JobsPublic
 from ired_dcd.services import jobs
 from ired_dcd.states import State
@@ -39,35 +40,36 @@ def read_jobs(
     config: Annotated[str | None, Query(description="preset name (any alias) or config hash")] = None,
     owner: str | None = None,
     tag: str | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 50,
 ) -> Any:
     """List jobs, newest first, filtered by state, config, owner or tag."""
     data, count = jobs.list_jobs(
         session=session, state=state, config=config, owner=owner, tag=tag, offset=offset, limit=limit
     )
-    return JobsPublic(data=[JobPublic.model_validate(job) for job in data], count=count)
+    page = JobsPublic(data=[JobPublic.model_validate(job) for job in data], count=count)
+    return Response(page.model_dump_json(), media_type="application/json")  # validated once, not again
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-def read_job(job_id: int, session: SessionDep) -> Any:
+def read_job(job_id: RowId, session: SessionDep) -> Any:
     """One job with its runs."""
     return jobs.get_job(session=session, job_id=job_id)
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
-def cancel_job(job_id: int, session: SessionDep, user: CurrentUser) -> Any:
+def cancel_job(job_id: RowId, session: SessionDep, user: CurrentUser) -> Any:
     """Cancel a job (its owner or an admin): queued runs at once, running runs within seconds."""
     return jobs.cancel_job(session=session, job_id=job_id, user=user)
 
 
 @router.post("/{job_id}/retry", response_model=JobPublic)
-def retry_job(job_id: int, session: SessionDep, user: CurrentUser) -> Any:
+def retry_job(job_id: RowId, session: SessionDep, user: CurrentUser) -> Any:
     """Queue the job's failed and diverged runs again, from scratch (its owner or an admin)."""
     return jobs.retry_job(session=session, job_id=job_id, user=user)
 
 
 @router.delete("/{job_id}", status_code=204)
-def delete_job(job_id: int, session: SessionDep, user: CurrentUser) -> None:
+def delete_job(job_id: RowId, session: SessionDep, user: CurrentUser) -> None:
     """Delete an ended job with its runs, curves and checkpoints (its owner or an admin)."""
     jobs.delete_job(session=session, job_id=job_id, user=user)

@@ -14,6 +14,7 @@ from ired_core.results_dir import RowFormat
 from ired_core.stats import Comparison
 from ired_dcd.services import results
 from ired_dcd.services.results import ImportSummary
+from ired_dcd.services.results_cache import cached_comparison
 
 router = APIRouter(prefix="/results", tags=["results"])
 
@@ -71,7 +72,7 @@ def read_comparison(
     """Per-config statistics of a metric against a baseline, the ablation steps and the plan's success level."""
     if format is None and _wants_html(request):
         return render_dashboard(request, session, params)
-    comparison = results.compare_results(session=session, **params.service_kwargs())
+    comparison = cached_comparison(session=session, **params.service_kwargs())
     if format in (None, "json"):
         return comparison.to_dict()
     return Response(render(comparison, format), media_type=MEDIA_TYPES[format])

@@ -33,6 +33,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--host", help="bind address (default $IRED_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default $IRED_PORT or 8000)")
     p.add_argument("--no-worker", action="store_true", help="embedded mode: do not start the local worker")
+    p.add_argument("--workers", type=int, default=1, help="API processes (lab server: about one per core)")
     p.set_defaults(func=serve)
 
     p = subparsers.add_parser("worker", help="start a training worker (one per GPU) for the lab server")
@@ -162,7 +163,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"no authentication: anyone who can reach {host}:{port} may use the API; it listens on {host} only")
     collector = _start_slurm_collector()
     try:
-        uvicorn.run("api.main:app", host=host, port=port, log_level="info")
+        uvicorn.run("api.main:app", host=host, port=port, log_level="info", workers=args.workers)
     finally:
         if collector is not None:
             collector.stop()

@@ -25,9 +25,9 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from ired_dcd.db import new_session
-from ired_dcd.models import utcnow
+from ired_dcd.models import Run, utcnow
 from ired_dcd.services.runs import give_up, set_state
-from ired_dcd.services.scheduler import Task, broker_tasks_of_database, dispatch, lock, mark_sent, send
+from ired_dcd.services.scheduler import Task, broker_tasks_of_database, dispatch, load_runs, lock, mark_sent, send
 from ired_dcd.settings import Settings, get_settings
 from ired_dcd.states import ACTIVE, State
 from worker.broker import BrokerTasks, broker_tasks, tasks_in_training
@@ -75,23 +75,24 @@ def reconcile(*, session: Session, settings: Settings | None = None) -> Reconcil
     if any(run.state == State.RUNNING for task in lost for run in task.runs):
         training = tasks_in_training()  # a live worker whose lease lapsed while the database was away
         lost = [task for task in lost if task.task_id not in training]
-    resend: list[Task] = []
+    resend: list[list[Run]] = []
     failed = cancelled = 0
     for task in lost:
-        for run in task.runs:
+        runs = load_runs(session, task)
+        for run in runs:
             if run.cancel_requested:
                 set_state(run, State.CANCELLED, now=now)
                 cancelled += 1
             elif run.state == State.RUNNING and run.attempts >= settings.max_attempts:
                 give_up(run, max_attempts=settings.max_attempts)
                 failed += 1
-        remaining = Task(task.job, [run for run in task.runs if run.state in ACTIVE])
-        if remaining.runs:
+        remaining = [run for run in runs if run.state in ACTIVE]
+        if remaining:
             mark_sent(remaining, now)
             resend.append(remaining)
     session.commit()
     if resend:
-        log.warning("re-sending %d lost task(s): jobs %s", len(resend), sorted({task.job.id for task in resend}))
+        log.warning("re-sending %d lost task(s): jobs %s", len(resend), sorted({runs[0].job_id for runs in resend}))
     resent = send(session, resend)
     return Reconciled(resent, failed, cancelled, dispatch(session=session, settings=settings))
 

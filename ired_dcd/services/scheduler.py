@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import false, func, select, update
-from sqlalchemy.orm import Session, contains_eager
+from sqlalchemy.orm import Session
 
 from ired_dcd.models import Job, Run, utcnow
 from ired_dcd.services.dispatch import send_celery
@@ -43,12 +43,27 @@ LOCK_KEY = 0x1BED_DCD
 """Postgres advisory lock held by a dispatch or reconcile pass."""
 
 
+@dataclass(frozen=True)
+class RunState:
+    """What dispatching and reconciling look at in an active run (read without loading the ORM object)."""
+
+    id: int
+    state: str
+    attempts: int = 0
+    cancel_requested: bool = False
+    task_id: str | None = None
+    dispatched_at: datetime | None = None
+    lease_expires_at: datetime | None = None
+
+
 @dataclass
 class Task:
-    """The active runs of one task, with their job."""
+    """The active runs of one task, with their job's owner and priority."""
 
-    job: Job
-    runs: list[Run] = field(default_factory=list)
+    job_id: int
+    owner_id: int
+    priority: int
+    runs: list[RunState] = field(default_factory=list)
 
     @property
     def pending(self) -> bool:
@@ -77,17 +92,34 @@ def lock(session: Session) -> None:
 
 def broker_tasks_of_database(session: Session) -> list[Task]:
     """The active runs of broker jobs, grouped into tasks (job, checkpoint), in job and run order."""
-    runs = session.scalars(
-        select(Run)
+    query = (
+        select(
+            Run.job_id,
+            Run.checkpoint_path,
+            Job.owner_id,
+            Job.priority,
+            Run.id,
+            Run.state,
+            Run.attempts,
+            Run.cancel_requested,
+            Run.task_id,
+            Run.dispatched_at,
+            Run.lease_expires_at,
+        )
         .join(Run.job)
         .where(Run.state.in_(list(ACTIVE)), Job.executor == BROKER_EXECUTOR)
-        .options(contains_eager(Run.job))
         .order_by(Run.job_id, Run.id)
-    ).unique()
+    )
     tasks: dict[tuple[int, str | None], Task] = {}
-    for run in runs:
-        tasks.setdefault((run.job_id, run.checkpoint_path), Task(run.job)).runs.append(run)
+    for job_id, checkpoint, owner_id, priority, *run in session.execute(query):
+        task = tasks.setdefault((job_id, checkpoint), Task(job_id, owner_id, priority))
+        task.runs.append(RunState(*run))
     return list(tasks.values())
+
+
+def load_runs(session: Session, task: Task) -> list[Run]:
+    """The task's runs as ORM objects (with their job), to change them."""
+    return list(session.scalars(select(Run).where(Run.id.in_([run.id for run in task.runs])).order_by(Run.id)))
 
 
 def choose(tasks: Sequence[Task], *, user_task_limit: int, dispatch_backlog: int) -> list[Task]:
@@ -97,44 +129,45 @@ def choose(tasks: Sequence[Task], *, user_task_limit: int, dispatch_backlog: int
     waiting = 0
     for task in tasks:
         if task.pending:
-            pending[task.job.owner_id].append(task)
+            pending[task.owner_id].append(task)
         else:
-            in_flight[task.job.owner_id] += 1
+            in_flight[task.owner_id] += 1
             waiting += task.waiting
     for queue in pending.values():
-        queue.sort(key=lambda task: (-task.job.priority, task.job.id, task.runs[0].id))
+        queue.sort(key=lambda task: (-task.priority, task.job_id, task.runs[0].id))
     chosen: list[Task] = []
     while waiting < dispatch_backlog:
         eligible = [owner for owner, queue in pending.items() if queue and in_flight[owner] < user_task_limit]
         if not eligible:
             break
-        owner = min(eligible, key=lambda user: (in_flight[user], pending[user][0].job.id))
+        owner = min(eligible, key=lambda user: (in_flight[user], pending[user][0].job_id))
         chosen.append(pending[owner].pop(0))
         in_flight[owner] += 1
         waiting += 1
     return chosen
 
 
-def mark_sent(task: Task, now: datetime) -> None:
-    """Give the task a new broker id; a worker that may still hold an expired lease loses it."""
+def mark_sent(runs: Sequence[Run], now: datetime) -> None:
+    """Give the runs of one task a new broker id; a worker that may still hold an expired lease loses it."""
     task_id = uuid.uuid4().hex
-    for run in task.runs:
+    for run in runs:
         run.task_id, run.dispatched_at = task_id, now
         run.lease_owner = run.lease_expires_at = None
 
 
-def send(session: Session, tasks: Sequence[Task]) -> int:
+def send(session: Session, tasks: Sequence[Sequence[Run]]) -> int:
     """Hand marked (and committed) tasks to the broker; a task it refuses waits in the database again."""
     sent = 0
-    for task in tasks:
+    for runs in tasks:
+        job, task_id = runs[0].job, runs[0].task_id
         try:
-            send_celery(task.job, task.runs)
+            send_celery(job, list(runs))
             sent += 1
         except Exception as exc:  # broker down or refusing: the reconciler sends it once the broker is back
-            log.warning("job %d: broker refused task %s (%s); it waits in the database", task.job.id, task.task_id, exc)
+            log.warning("job %d: broker refused task %s (%s); it waits in the database", job.id, task_id, exc)
             session.execute(
                 update(Run)
-                .where(Run.task_id == task.task_id, Run.state == State.QUEUED)
+                .where(Run.task_id == task_id, Run.state == State.QUEUED)
                 .values(task_id=None, dispatched_at=None)
             )
             session.commit()
@@ -151,7 +184,8 @@ def dispatch(*, session: Session, settings: Settings | None = None) -> int:
         dispatch_backlog=settings.dispatch_backlog,
     )
     now = utcnow()
-    for task in chosen:
-        mark_sent(task, now)
+    marked = [load_runs(session, task) for task in chosen]
+    for runs in marked:
+        mark_sent(runs, now)
     session.commit()
-    return send(session, chosen)
+    return send(session, marked)

@@ -1,0 +1,94 @@
+"""Security basics: artifacts served by id only, request body limits (413), CORS closed by default.
+
+The body-limit and CORS checks run the app in-process (`create_app` with their own settings) on the
+lab's database, so that authentication is on as on a lab server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from ired_dcd.models import Artifact
+from ired_dcd.settings import Settings, get_settings
+from tests.conftest import Lab
+from tests.utils.services import job_body
+
+pytestmark = pytest.mark.services
+
+ORIGIN = "https://lab.example.org"
+
+
+def in_process(lab: Lab, **settings: object) -> TestClient:
+    """The app built with `settings`, called in-process (outside `with`: no lifespan, no reconciler)."""
+    return TestClient(create_app(Settings(**settings)), headers=lab.auth_headers)
+
+
+def test_artifacts_are_listed_and_served_by_id_only(lab: Lab) -> None:
+    job = lab.http.post("/jobs", json=job_body(seeds=[0])).json()
+    root = get_settings().artifacts_path
+    (root / f"job-{job['id']}").mkdir(parents=True, exist_ok=True)
+    (root / f"job-{job['id']}" / "ckpt.pt").write_bytes(b"weights")
+    outside = root.parent / "secret.txt"
+    outside.write_text("not for you")
+    with lab.session() as session:
+        good = Artifact(job_id=job["id"], kind="checkpoint", path=f"job-{job['id']}/ckpt.pt", size_bytes=7)
+        escaping = Artifact(job_id=job["id"], kind="checkpoint", path="../secret.txt")
+        session.add_all([good, escaping])
+        session.commit()
+
+    listed = lab.http.get("/artifacts", params={"job_id": job["id"]}).json()
+    assert [(a["id"], a["kind"], a["size_bytes"]) for a in listed] == [
+        (good.id, "checkpoint", 7),
+        (escaping.id, "checkpoint", None),
+    ]
+    response = lab.http.get(f"/artifacts/{good.id}")
+    assert response.status_code == 200 and response.content == b"weights"
+    assert response.headers["content-type"] == "application/octet-stream"
+    assert f'filename="job-{job["id"]}-ckpt.pt"' in response.headers["content-disposition"]
+
+    response = lab.http.get(f"/artifacts/{escaping.id}")  # a stored path leaving the folder is never followed
+    assert response.status_code == 404 and "not for you" not in response.text
+    assert lab.http.get("/artifacts/999999").json() == {"detail": "artifact 999999 not found"}
+    for path in ("/artifacts/..%2Fsecret.txt", "/artifacts/../../etc/passwd", "/static/..%2F..%2Fmain.py"):
+        response = lab.http.get(path)
+        assert response.status_code in (404, 422) and "not for you" not in response.text, path
+
+
+def test_bodies_over_the_limit_are_413(lab: Lab) -> None:
+    http = in_process(lab, max_request_bytes=2048)
+    big = {**job_body(), "tags": ["x" * 60] * 40}
+    response = http.post("/jobs", json=big)
+    assert response.status_code == 413
+    assert response.json() == {"detail": "body: larger than 2048 bytes, this server's limit"}
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams in
+        yield b'{"config": "q204", "seeds": [0], "tags": ['
+        yield b'"xxxxxxxx",' * 400
+        yield b'"x"]}'
+
+    response = http.post("/jobs", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and response.json()["detail"].startswith("body: larger than 2048 bytes")
+    response = http.post("/jobs", json={"seeds": [0]})  # a small body passes the limit
+    assert response.status_code == 422 and response.json()["detail"] == "config: Field required"
+    rows = b"config,seed,val_mse\n" * 200
+    response = http.post("/results/import", content=rows, headers={"content-type": "text/csv"})
+    assert response.status_code != 413  # imports have a limit of their own (16 MiB)
+
+
+def test_cors_is_closed_unless_origins_are_configured(lab: Lab) -> None:
+    preflight = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST"}
+    closed = in_process(lab)
+    response = closed.options("/jobs", headers=preflight)
+    assert "access-control-allow-origin" not in response.headers
+    response = closed.get("/configs", headers={"Origin": ORIGIN})
+    assert response.status_code == 200 and "access-control-allow-origin" not in response.headers
+
+    opened = in_process(lab, cors_origins=[ORIGIN])
+    response = opened.options("/jobs", headers=preflight)
+    assert response.status_code == 200 and response.headers["access-control-allow-origin"] == ORIGIN
+    response = opened.options("/jobs", headers={**preflight, "Origin": "https://evil.example"})
+    assert response.status_code == 400 and "access-control-allow-origin" not in response.headers
