@@ -407,8 +407,9 @@ class Trainer:
             os.replace(tmp, path)
         except Exception as exc:
             tmp.unlink(missing_ok=True)
-            failed_write = exc.__context__  # torch reports a failed write (disk full) as a RuntimeError
-            if isinstance(failed_write, OSError) and not isinstance(exc, OSError):
+            # a failed write (disk full) surfaces as an OSError without the file's name, or wrapped by torch
+            failed_write = exc if isinstance(exc, OSError) else exc.__context__
+            if isinstance(failed_write, OSError) and failed_write.errno is not None:
                 raise OSError(failed_write.errno, failed_write.strerror, str(path)) from exc
             raise
 

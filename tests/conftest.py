@@ -126,6 +126,7 @@ def configure_process(env: dict[str, str]) -> None:
     for cached in (get_settings, db.get_engine, db._session_factory):
         cached.cache_clear()
     app.close()
+    app.amqp._producer_pool = None  # else Celery keeps publishing to the previous broker
 
 
 @dataclass
