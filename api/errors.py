@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from ired_dcd.services.errors import (
     Conflict,
@@ -47,12 +47,19 @@ def validation_message(errors: Sequence[Any]) -> str:
     return "; ".join(parts.values())
 
 
+def wants_page(request: Request) -> bool:
+    """A browser navigating (GET, asking for HTML) rather than an API client."""
+    return request.method == "GET" and "text/html" in request.headers.get("accept", "")
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers on `app`."""
 
     @app.exception_handler(ServiceError)
-    async def service_error(_request: Request, exc: ServiceError) -> JSONResponse:
+    async def service_error(request: Request, exc: ServiceError) -> Response:
         status = next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 400)
+        if status == 401 and wants_page(request):
+            return RedirectResponse("/login", status_code=303)
         headers = CHALLENGE if status == 401 else None
         return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 

@@ -1,7 +1,7 @@
 """The FastAPI app: middleware, error handlers and routers, nothing else (add a router to ROUTERS).
 
 Every router in ROUTERS needs a signed-in user when authentication is on (`Authorization: Bearer`);
-PUBLIC_ROUTERS (the health check, the dashboard's static files) never do. The API server also runs
+PUBLIC_ROUTERS (the health check, the dashboard's static files, the browser sign-in) never do. The API server also runs
 the reconciler (`reconcile_seconds`).
 """
 
@@ -14,7 +14,7 @@ from fastapi import Depends, FastAPI
 
 from api import errors, security
 from api.deps import get_current_user
-from api.routes import artifacts, configs, dashboard, health, jobs, metrics, results, runs
+from api.routes import artifacts, configs, dashboard, health, jobs, login, metrics, results, runs
 from ired_dcd.services.reconciler import Reconciler
 from ired_dcd.settings import Settings, get_settings
 
@@ -27,7 +27,7 @@ ROUTERS = [
     results.router,
     dashboard.router,
 ]
-PUBLIC_ROUTERS = [health.router, dashboard.assets]
+PUBLIC_ROUTERS = [health.router, dashboard.assets, login.router]
 
 
 @asynccontextmanager

@@ -205,3 +205,25 @@ def test_user_names_are_checked(lab: Lab, capsys: pytest.CaptureFixture[str]) ->
         existing = session.scalars(select(User.name).limit(1)).one()
     assert ired_dcd(["users", "add", existing]) == 1
     assert f"user {existing!r} already exists" in capsys.readouterr().err
+
+
+def test_a_browser_signs_in_with_a_token_and_the_cookie_only_reads(
+    lab: Lab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    browser = httpx.Client(base_url=lab.base_url, timeout=30, headers={"Accept": "text/html"})
+    first = browser.get("/")
+    assert first.status_code == 303 and first.headers["location"] == "/login"
+    assert "Paste your API token" in browser.get("/login").text
+
+    refused = browser.post("/login", data={"token": "ired_not-a-token"})
+    assert refused.status_code == 401 and "unknown or revoked token" in refused.text
+    token = add_user(unique("browser"), capsys)
+    signed_in = browser.post("/login", data={"token": token})
+    assert signed_in.status_code == 303
+    cookie = signed_in.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie
+
+    assert browser.get("/").status_code == 200
+    assert browser.get("/jobs", headers={"Accept": "application/json"}).status_code == 200
+    write = browser.post("/jobs", json=job_body(), headers={"Accept": "application/json"})
+    assert write.status_code == 401  # the cookie never authorises a change
