@@ -28,6 +28,7 @@ from ired_core.configs import parse_overrides, parse_seeds, resolve_config
 from ired_core.report import render
 from ired_core.results_dir import RowFormat
 from ired_core.stats import PLAN_CONFIGS, Comparison
+from ired_dcd.cli.options import add_overrides_option
 from ired_dcd.client import Client, ClientError
 from ired_dcd.services.errors import ServiceError
 from ired_dcd.services.results import trivial_predictors_line
@@ -75,14 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--steps", type=int, help=f"train_steps (default: {SMALL_STEPS} small, the presets' for full)")
     p.add_argument("--device", help="embedded default only: cpu, cuda or cuda:N (default: $IRED_DEVICE or auto)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field in all four jobs (repeatable, values read as JSON)",
-    )
+    add_overrides_option(p, " in all four jobs")
     p.add_argument("--tag", help="tag of the four jobs (default: study-<UTC time>)")
     p.add_argument("--baseline", default="plan", help="baseline of the final table (default: plan)")
     p.add_argument("--poll", type=float, default=2.0, help="seconds between progress checks (default 2)")

@@ -15,6 +15,7 @@ from typing import Any
 import uvicorn
 
 from ired_core.configs import parse_overrides, parse_seeds
+from ired_dcd.cli.options import add_overrides_option
 from ired_dcd.client import Client, ClientError
 from ired_dcd.db import migrate
 from ired_dcd.services import slurm
@@ -45,14 +46,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("submit", help="submit a job: a preset over seeds")
     p.add_argument("config", help="preset: q204, Q-204 or q204_dcd_full")
     p.add_argument("--seeds", type=_seeds, default=[0], help="e.g. 0-9 or 0,1,5 (default 0)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field (repeatable), e.g. --set train_steps=20000",
-    )
+    add_overrides_option(p)
     p.add_argument("--priority", type=int, default=5, help="0–9, higher runs first (default 5)")
     p.add_argument("--tag", dest="tags", action="append", default=[], help="label the job (repeatable)")
     p.add_argument("--executor", default="celery", help="where the runs train: celery (GPU workers, default) or slurm")

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from ired_core.configs import parse_overrides, parse_seeds
+from ired_dcd.cli.options import add_overrides_option
 from worker.slurm import SlurmSettings, render_sbatch
 
 
@@ -36,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-parallel", type=int, metavar="N", help="array tasks running at once")
     parser.add_argument("--out", default="runs", metavar="DIR", help="output directory (default: runs)")
     parser.add_argument("--log-dir", metavar="DIR", help="SLURM log directory (default: OUT/slurm)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    add_overrides_option(parser)
     parser.set_defaults(func=run_sbatch)
 
 
@@ -49,7 +50,7 @@ def run_sbatch(args: argparse.Namespace) -> int:
     values["log_dir"] = os.path.abspath(args.log_dir) if args.log_dir else None
     try:
         seeds = parse_seeds(args.seeds)
-        overrides = parse_overrides(args.set)
+        overrides = parse_overrides(args.overrides)
         settings = SlurmSettings.from_mapping({k: v for k, v in values.items() if v is not None})
         script = render_sbatch(args.config, seeds, settings, os.path.abspath(args.out), overrides)
     except ValueError as error:

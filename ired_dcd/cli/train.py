@@ -8,6 +8,8 @@ import signal
 import sys
 from pathlib import Path
 
+from ired_dcd.cli.options import add_overrides_option
+
 EXIT_STOPPED = 3  # stopped by SIGTERM/SIGINT after a checkpoint; running the command again resumes
 
 
@@ -17,14 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--seeds", default="0", help="e.g. 0-9 or 0,1,2 (default 0)")
     train.add_argument("--steps", type=int, help="train_steps (shorthand for --set train_steps=N)")
     train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    train.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field; repeatable, values read as JSON",
-    )
+    add_overrides_option(train)
     train.add_argument("--tag", dest="tags", action="append", default=[], help="tag stored with each result")
     train.add_argument("--out", type=Path, default=Path("runs"), help="output directory (default ./runs)")
     train.add_argument("--no-resume", action="store_true", help="start fresh even if a checkpoint exists")
