@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 from api import plots
 from ired_core.report import (  # the text report's cells, so the page and the terminal show the same numbers
     SIGNIFICANCE_LEGEND,
-    _ablation_table,
-    _comparison_table,
-    _notes,
+    ablation_table,
+    comparison_table,
+    report_notes,
     significance_marks,
     success_lines,
 )
@@ -110,8 +110,8 @@ def _comparison_context(session: Session, params: CompareParams) -> dict[str, An
     comparison = data.comparison
     names = list(data.samples)
     palette = plots.colors(names)
-    headers, cells = _comparison_table(comparison)
-    ablation_headers, ablation_cells = _ablation_table(comparison.ablation)
+    headers, cells = comparison_table(comparison)
+    ablation_headers, ablation_cells = ablation_table(comparison.ablation)
     return {
         "comparison": comparison,
         "table": {"headers": headers, "rows": list(zip(comparison.rows, cells, strict=True))},
@@ -123,7 +123,7 @@ def _comparison_context(session: Session, params: CompareParams) -> dict[str, An
         "palette": palette,
         "strip_plot": _strip_plot(data, palette),
         "curve_charts": _curve_charts(session, params, names, palette),
-        "notes": _notes(comparison),
+        "notes": report_notes(comparison),
     }
 
 

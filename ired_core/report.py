@@ -49,7 +49,7 @@ def _holm_cell(row: ConfigRow) -> str:
     return MISSING if row.holm_p is None else f"{row.holm_p:.3g} {significance_marks(row.holm_p)}".rstrip()
 
 
-def _comparison_table(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
+def comparison_table(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
     """Headers and string cells of the per-config table."""
     level = f"{100 * (1 - comparison.alpha):g}%"
     headers = [
@@ -84,7 +84,7 @@ def _comparison_table(comparison: Comparison) -> tuple[list[str], list[list[str]
     return headers, rows
 
 
-def _ablation_table(steps: Sequence[AblationStep]) -> tuple[list[str], list[list[str]]]:
+def ablation_table(steps: Sequence[AblationStep]) -> tuple[list[str], list[list[str]]]:
     """Headers and string cells of the ablation table."""
     headers = ["component", "config", "vs", "Δ mean", "Δ%", "Welch p", "Hedges g"]
     rows = [
@@ -122,13 +122,11 @@ def success_lines(comparison: Comparison) -> list[str]:
     ]
 
 
-def _notes(comparison: Comparison) -> list[str]:
+def report_notes(comparison: Comparison) -> list[str]:
     """Every note, the row's or step's name first."""
     notes = list(comparison.notes)
     notes += [f"{row.name}: {note}" for row in comparison.rows for note in row.notes]
-    notes += [
-        f"{step.config} vs {step.reference}: {note}" for step in comparison.ablation for note in step.notes
-    ]
+    notes += [f"{step.config} vs {step.reference}: {note}" for step in comparison.ablation for note in step.notes]
     return notes + list(comparison.success.notes)
 
 
@@ -160,17 +158,17 @@ def _document(
     bullet: str,
 ) -> str:
     """The shared layout of the text and markdown reports."""
-    lines = [heading(_header_line(comparison)), "", *table(*_comparison_table(comparison))]
+    lines = [heading(_header_line(comparison)), "", *table(*comparison_table(comparison))]
     lines += ["", SIGNIFICANCE_LEGEND]
     if comparison.ablation:
         lines += [
             "",
             heading("ablation: what each component adds to the previous config"),
             "",
-            *table(*_ablation_table(comparison.ablation)),
+            *table(*ablation_table(comparison.ablation)),
         ]
     lines += ["", heading("the plan's success level"), *(bullet + line for line in success_lines(comparison))]
-    notes = _notes(comparison)
+    notes = report_notes(comparison)
     if notes:
         lines += ["", heading("notes"), *(bullet + note for note in notes)]
     return "\n".join(lines) + "\n"
