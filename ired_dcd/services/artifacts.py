@@ -6,7 +6,7 @@ relative path stored with it is resolved under `artifacts_path`; one that would 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import shutil
 from pathlib import Path
 
 from sqlalchemy import select
@@ -15,6 +15,11 @@ from sqlalchemy.orm import Session
 from ired_dcd.models import Artifact
 from ired_dcd.services.errors import NotFound
 from ired_dcd.settings import get_settings
+
+
+def job_folder(job_id: int) -> str:
+    """Where every file of a job lives, relative to the artifacts folder (checkpoints, SLURM task files)."""
+    return f"job-{job_id}"
 
 
 def resolve(relative: str) -> Path | None:
@@ -42,9 +47,8 @@ def artifact_file(*, session: Session, artifact_id: int) -> tuple[Artifact, Path
     return artifact, path
 
 
-def delete_files(relative_paths: Iterable[str | None]) -> None:
-    """Remove these files of the artifacts folder (missing ones and paths outside it are skipped)."""
-    for relative in filter(None, relative_paths):
-        path = resolve(relative)
-        if path is not None:
-            path.unlink(missing_ok=True)
+def delete_job_files(job_id: int) -> None:
+    """Remove the job's folder of the artifacts folder with everything in it (gone already: nothing to do)."""
+    folder = resolve(job_folder(job_id))
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)

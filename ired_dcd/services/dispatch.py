@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from ired_dcd.models import Job, Run
 from ired_dcd.services import slurm
+from ired_dcd.services.artifacts import job_folder
 from ired_dcd.settings import get_settings
 from worker.celery_app import TRAIN_TASK, app
 
@@ -20,7 +21,7 @@ def plan_tasks(job: Job, runs: list[Run]) -> list[list[Run]]:
         return [runs]
     groups = [[run] for run in runs] if get_settings().split_seeds else [runs]
     for group in groups:
-        path = f"job-{job.id}/{uuid.uuid4().hex[:12]}.pt"
+        path = f"{job_folder(job.id)}/{uuid.uuid4().hex[:12]}.pt"
         for run in group:
             run.checkpoint_path = path
     return groups

@@ -15,9 +15,9 @@ from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from ired_core.configs import MAX_SEEDS, TrainConfig, canonical_preset, config_hash, resolve_config
-from ired_dcd.models import Artifact, Job, JobTag, Metric, Run, User, utcnow
+from ired_dcd.models import Job, JobTag, Metric, Run, User, utcnow
 from ired_dcd.services import slurm
-from ired_dcd.services.artifacts import delete_files
+from ired_dcd.services.artifacts import delete_job_files
 from ired_dcd.services.dispatch import EXECUTORS, plan_tasks
 from ired_dcd.services.errors import Conflict, InvalidInput, NotFound, Unavailable
 from ired_dcd.services.runs import set_state
@@ -210,16 +210,14 @@ def retry_job(*, session: Session, job_id: int, user: User) -> Job:
 
 
 def delete_job(*, session: Session, job_id: int, user: User) -> None:
-    """Delete an ended job with its runs, curves and checkpoint files."""
+    """Delete an ended job with its runs, curves and files (checkpoints, SLURM task folders)."""
     job = _locked_job(session, job_id)
     check_may_change(job, user, "delete")
     if job.state in ACTIVE:
         raise Conflict(f"job {job_id} is still {job.state}; cancel it first")
-    paths = set(session.scalars(select(Artifact.path).where(Artifact.job_id == job_id)))
-    paths |= {run.checkpoint_path for run in job.runs}
     session.delete(job)
     session.commit()
-    delete_files(paths)
+    delete_job_files(job_id)
 
 
 def _locked_job(session: Session, job_id: int) -> Job:

@@ -33,6 +33,7 @@ from ired_core.configs import TrainConfig
 from ired_core.run_files import JobDirectory
 from ired_dcd.db import session_scope
 from ired_dcd.models import Job, Run, utcnow
+from ired_dcd.services.artifacts import job_folder
 from ired_dcd.services.errors import InvalidInput, Unavailable
 from ired_dcd.services.runs import lock_runs, record_outcome, register_checkpoint, set_state, upsert_metrics
 from ired_dcd.settings import get_settings
@@ -82,7 +83,7 @@ def check_job_options(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def submit_runs(job: Job, runs: list[Run]) -> None:
     """`EXECUTORS["slurm"]`: start `runs` from scratch as one array job, in a new directory of the job."""
-    _submit(job, runs, f"job-{job.id}/slurm-{uuid.uuid4().hex[:8]}", SlurmExecutor(get_settings().slurm))
+    _submit(job, runs, f"{job_folder(job.id)}/slurm-{uuid.uuid4().hex[:8]}", SlurmExecutor(get_settings().slurm))
 
 
 def _submit(

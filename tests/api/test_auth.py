@@ -142,9 +142,13 @@ def test_owner_deletes_an_ended_job_with_its_checkpoints(lab: Lab, capsys: pytes
     file = get_settings().artifacts_path / path
     file.parent.mkdir(parents=True, exist_ok=True)
     file.write_bytes(b"checkpoint")
+    task_file = file.parent / "slurm-1a2b3c4d" / "q201_dcd_baseline" / "seed_0" / "metrics.jsonl"
+    task_file.parent.mkdir(parents=True)
+    task_file.write_text("{}\n")
     assert owner.delete(f"/jobs/{job['id']}").status_code == 204
     assert lab.http.get(f"/jobs/{job['id']}").status_code == 404
-    assert not file.exists()
+    assert not file.exists() and not task_file.exists()
+    assert not file.parent.exists()  # the job's whole folder, SLURM task files included
 
 
 def test_cli_sends_the_token_from_option_or_environment(
