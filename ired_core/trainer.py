@@ -330,6 +330,7 @@ class Trainer:
         diag_sum = torch.zeros(len(self.seeds), len(DIAGNOSTICS), device=self.device)
         interval_steps, interval_start = 0, time.perf_counter()
         cancelled = False
+        saved_step = None
         while self.step < cfg.train_steps:
             if should_stop is not None and should_stop():
                 cancelled = True
@@ -352,9 +353,10 @@ class Trainer:
                 on_metrics(MetricsEvent(self.step, {s: _finite(m) for s, m in metrics.items() if s in alive}))
             if checkpoint_path is not None and self.step % cfg.checkpoint_every == 0:
                 self.save_checkpoint(checkpoint_path)
+                saved_step = self.step
             if metrics and not alive:
                 break
-        if checkpoint_path is not None:
+        if checkpoint_path is not None and saved_step != self.step:  # the last step may be saved already
             self.save_checkpoint(checkpoint_path)
         return self.outcomes(cancelled=cancelled)
 
