@@ -10,9 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
 from api.main import create_app
-from ired_dcd.models import Artifact
+from ired_dcd.models import Artifact, ImportedResult
 from ired_dcd.settings import Settings, get_settings
 from tests.conftest import Lab
 from tests.utils.services import job_body
@@ -77,6 +78,22 @@ def test_bodies_over_the_limit_are_413(lab: Lab) -> None:
     rows = b"config,seed,val_mse\n" * 200
     response = http.post("/results/import", content=rows, headers={"content-type": "text/csv"})
     assert response.status_code != 413  # imports have a limit of their own (16 MiB)
+
+
+def test_nul_characters_in_a_url_are_422_naming_the_parameter(lab: Lab) -> None:
+    with lab.session() as session:
+        imported_before = session.scalar(select(func.count()).select_from(ImportedResult))
+    for method, path, where in (
+        ("GET", "/jobs?state=queued&owner=al%00ice", "owner"),
+        ("GET", "/results/compare?baseline=tag:a%00", "baseline"),
+        ("POST", "/results/import?source=%00", "source"),
+        ("GET", "/jobs/1%00", "path"),
+    ):
+        response = lab.http.request(method, path, content=b"config,seed,val_mse\nq204,0,0.01\n")
+        assert response.status_code == 422, (path, response.text)
+        assert response.json() == {"detail": f"{where}: NUL characters are not accepted"}
+    with lab.session() as session:
+        assert session.scalar(select(func.count()).select_from(ImportedResult)) == imported_before
 
 
 def test_cors_is_closed_unless_origins_are_configured(lab: Lab) -> None:
