@@ -13,8 +13,10 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from api import errors, security
-from api.deps import get_current_user
+from api.cache import Reads
+from api.deps import get_identity
 from api.routes import artifacts, configs, dashboard, health, jobs, login, metrics, results, runs
+from ired_dcd.services.change_feed import ChangeFeed, listen_url
 from ired_dcd.services.reconciler import Reconciler
 from ired_dcd.settings import Settings, get_settings
 
@@ -31,13 +33,20 @@ PUBLIC_ROUTERS = [health.router, dashboard.assets, login.router]
 
 
 @asynccontextmanager
-async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-    """Run the reconciler beside the API while it serves (not when `reconcile_seconds` is 0)."""
-    interval = get_settings().reconcile_seconds
-    reconciler = Reconciler(interval).start() if interval > 0 else None
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """While the API serves: the reconciler (unless `reconcile_seconds` is 0) and, on Postgres, the
+    change feed that lets reads be answered from memory (api/cache.py)."""
+    settings = get_settings()
+    reconciler = Reconciler(settings.reconcile_seconds).start() if settings.reconcile_seconds > 0 else None
+    url = listen_url(settings.sqlalchemy_url)
+    feed = ChangeFeed(url).start() if url is not None else None
+    app.state.reads = Reads.on(feed)
     try:
         yield
     finally:
+        app.state.reads = Reads.on(None)
+        if feed is not None:
+            feed.stop()
         if reconciler is not None:
             reconciler.stop()
 
@@ -50,12 +59,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
+    app.state.reads = Reads.on(None)  # nothing cached until the lifespan starts a change feed
     errors.install(app)
     security.install(app, settings or get_settings(), per_path={"/results/import": results.MAX_IMPORT_BYTES})
     for router in PUBLIC_ROUTERS:
         app.include_router(router)
     for router in ROUTERS:
-        app.include_router(router, dependencies=[Depends(get_current_user)])
+        app.include_router(router, dependencies=[Depends(get_identity)])
     return app
 
 

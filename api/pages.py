@@ -5,14 +5,14 @@ Served at `GET /` and, for browsers, at `GET /results/compare`; both take the co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy.orm import Session
 
 from api import plots
@@ -40,9 +40,10 @@ CURVE_TITLES = {
 """Chart titles where the metric name alone says too little."""
 
 
-@dataclass(frozen=True)
-class CompareParams:
+class CompareParams(BaseModel):
     """Query parameters of a comparison, shared by the JSON, CSV, markdown and HTML answers."""
+
+    model_config = ConfigDict(frozen=True)  # hashable: the key of a cached comparison
 
     configs: Annotated[
         str | None,
@@ -66,7 +67,7 @@ class CompareParams:
         return {"configs": self.config_list(), "baseline": self.baseline, "metric": self.metric, "tag": self.tag}
 
 
-CompareParamsDep = Annotated[CompareParams, Depends()]
+CompareParamsDep = Annotated[CompareParams, Query()]
 
 
 def _strip_plot(data: results.ComparisonData, palette: dict[str, str]) -> Markup:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from api.deps import DB_INT_MAX, CurrentUser, RowId, SessionDep
+from api.deps import DB_INT_MAX, CurrentUser, ReadsDep, RowId, SessionDep
 from api.schemas import JobCreate, JobPublic, JobsPublic
+from ired_dcd.db import new_session
 from ired_dcd.services import jobs
 from ired_dcd.states import State
 
@@ -34,21 +36,25 @@ def create_job(job_in: JobCreate, session: SessionDep, user: CurrentUser) -> Any
 
 
 @router.get("", response_model=JobsPublic)
-def read_jobs(
-    session: SessionDep,
+async def read_jobs(
+    reads: ReadsDep,
     state: State | None = None,
     config: Annotated[str | None, Query(description="preset name (any alias) or config hash")] = None,
     owner: str | None = None,
     tag: str | None = None,
     offset: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 50,
-) -> Any:
+) -> Response:
     """List jobs, newest first, filtered by state, config, owner or tag."""
-    data, count = jobs.list_jobs(
-        session=session, state=state, config=config, owner=owner, tag=tag, offset=offset, limit=limit
-    )
-    page = JobsPublic(data=[JobPublic.model_validate(job) for job in data], count=count)
-    return Response(page.model_dump_json(), media_type="application/json")  # validated once, not again
+    filters = {"state": state, "config": config, "owner": owner, "tag": tag, "offset": offset, "limit": limit}
+    page = await reads.answers.get(("jobs", *filters.values()), ("jobs",), partial(_jobs_page, filters))
+    return Response(page, media_type="application/json")
+
+
+def _jobs_page(filters: dict[str, Any]) -> bytes:
+    with new_session() as session:
+        data, count = jobs.list_jobs(session=session, **filters)
+        return JobsPublic(data=[JobPublic.model_validate(job) for job in data], count=count).model_dump_json().encode()
 
 
 @router.get("/{job_id}", response_model=JobPublic)

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import json
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
-from api.deps import CurrentUser, SessionDep
-from api.pages import CompareParamsDep, render_dashboard
+from api.deps import CurrentUser, ReadsDep, SessionDep
+from api.pages import CompareParams, CompareParamsDep, render_dashboard
 from ired_core.report import render
 from ired_core.results_dir import RowFormat
 from ired_core.stats import Comparison
+from ired_dcd.db import new_session
 from ired_dcd.services import results
 from ired_dcd.services.results import ImportSummary
-from ired_dcd.services.results_cache import cached_comparison
 
 router = APIRouter(prefix="/results", tags=["results"])
 
 CompareFormat = Literal["json", "csv", "markdown", "text"]
-MEDIA_TYPES = {"csv": "text/csv", "markdown": "text/markdown", "text": "text/plain"}
+MEDIA_TYPES = {"json": "application/json", "csv": "text/csv", "markdown": "text/markdown", "text": "text/plain"}
 IMPORT_FORMATS: dict[str, RowFormat] = {"application/json": "json", "text/csv": "csv"}
 MAX_IMPORT_BYTES = 16 * 1024 * 1024
 IMPORT_BODY = {
@@ -63,19 +66,31 @@ async def import_body(request: Request) -> tuple[str, RowFormat]:
     response_model=Comparison,
     responses={200: {"content": {"text/csv": {}, "text/markdown": {}, "text/plain": {}, "text/html": {}}}},
 )
-def read_comparison(
+async def read_comparison(
     request: Request,
-    session: SessionDep,
+    reads: ReadsDep,
     params: CompareParamsDep,
     format: Annotated[CompareFormat | None, Query(description="default json; a browser gets the dashboard")] = None,
-) -> Any:
+) -> Response:
     """Per-config statistics of a metric against a baseline, the ablation steps and the plan's success level."""
     if format is None and _wants_html(request):
+        return await run_in_threadpool(_dashboard, request, params)
+    answer = format or "json"
+    body = await reads.answers.get(("compare", params, answer), ("results",), partial(_comparison, params, answer))
+    return Response(body, media_type=MEDIA_TYPES[answer])
+
+
+def _dashboard(request: Request, params: CompareParams) -> Response:
+    with new_session() as session:
         return render_dashboard(request, session, params)
-    comparison = cached_comparison(session=session, **params.service_kwargs())
-    if format in (None, "json"):
-        return comparison.to_dict()
-    return Response(render(comparison, format), media_type=MEDIA_TYPES[format])
+
+
+def _comparison(params: CompareParams, answer: CompareFormat) -> bytes:
+    with new_session() as session:
+        comparison = results.compare_results(session=session, **params.service_kwargs())
+    if answer == "json":
+        return json.dumps(comparison.to_dict(), allow_nan=False, separators=(",", ":")).encode()
+    return render(comparison, answer).encode()
 
 
 @router.post("/import", response_model=ImportSummary, openapi_extra={"requestBody": IMPORT_BODY})

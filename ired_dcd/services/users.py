@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -22,6 +23,19 @@ from ired_dcd.services.errors import Conflict, Forbidden, InvalidInput, NotFound
 
 TOKEN_PREFIX = "ired_"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is asking, as the API keeps it in memory between requests: no database row, no token."""
+
+    id: int
+    name: str
+    is_admin: bool
+
+    @classmethod
+    def of(cls, user: User) -> Identity:
+        return cls(id=user.id, name=user.name, is_admin=user.is_admin)
 
 
 def hash_token(token: str) -> str:
