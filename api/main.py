@@ -35,10 +35,10 @@ PUBLIC_ROUTERS = [health.router, dashboard.assets, login.router]
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """While the API serves: the reconciler (unless `reconcile_seconds` is 0) and, on Postgres, the
-    change feed that lets reads be answered from memory (api/cache.py)."""
+    change feed that lets reads be answered from memory (api/cache.py; unless `read_cache` is off)."""
     settings = get_settings()
     reconciler = Reconciler(settings.reconcile_seconds).start() if settings.reconcile_seconds > 0 else None
-    url = listen_url(settings.sqlalchemy_url)
+    url = listen_url(settings.sqlalchemy_url) if settings.read_cache else None
     feed = ChangeFeed(url).start() if url is not None else None
     app.state.reads = Reads.on(feed)
     try:

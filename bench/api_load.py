@@ -8,11 +8,13 @@ models a person or a dashboard polling instead. `--churn S` writes a run's heart
 meanwhile, as training workers do: each write makes the server compute the job list again.
 
     python bench/api_load.py --clients 50                        # the issue's target: reads p99 < 100 ms
+    python bench/api_load.py --clients 50 --baseline             # and against a server without the read cache
     python bench/api_load.py --clients 1 10 50 --seconds 10
     python bench/api_load.py --clients 50 --churn 0.1           # reads while 20 runs heartbeat every 2 s
-    python bench/api_load.py --tiny                              # smoke form: 200 runs, 2 clients, 1 s
+    python bench/api_load.py --tiny                              # smoke form: 200 runs, 2 clients, 1 s, both
 
-Prints a markdown table: requests, errors, throughput and p50/p99 latency per endpoint and client count.
+Prints a markdown table: requests, errors, throughput and p50/p99 latency per endpoint and client count;
+with `--baseline`, a second table of ratios against the server without the read cache.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -157,8 +159,9 @@ def churn(url: str, every: float) -> Iterator[None]:
 
 
 @contextmanager
-def server(url: str, tmp: Path, workers: int) -> Iterator[str]:
-    """`ired-dcd serve --workers N` on a free port, on `url` and a Redis queue of its own (deleted at the end)."""
+def server(url: str, tmp: Path, workers: int, *, cached: bool) -> Iterator[str]:
+    """`ired-dcd serve --workers N` on a free port, on `url` and a Redis queue of its own (deleted at the end);
+    `cached`: the read cache on (the default) or off (`IRED_READ_CACHE=false`)."""
     port, queue = free_port(), f"ired-bench-{uuid.uuid4().hex[:8]}"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("IRED_")},
@@ -167,8 +170,10 @@ def server(url: str, tmp: Path, workers: int) -> Iterator[str]:
         "IRED_QUEUE": queue,
         "IRED_DATA_DIR": str(tmp),
         "IRED_PORT": str(port),
+        "IRED_READ_CACHE": str(cached).lower(),
     }
-    process = ServiceProcess([*IRED_DCD, "serve", "--workers", str(workers)], env=env, log_path=tmp / "serve.log")
+    log_path = tmp / f"serve-{port}.log"
+    process = ServiceProcess([*IRED_DCD, "serve", "--workers", str(workers)], env=env, log_path=log_path)
     base = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
@@ -237,23 +242,32 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10_000, help="succeeded runs seeded (default 10,000)")
     parser.add_argument("--server-workers", type=int, default=1, help="API processes (ired-dcd serve --workers)")
     parser.add_argument("--endpoint", choices=list(ENDPOINTS), action="append", help="only these (repeatable)")
+    parser.add_argument(
+        "--baseline", action="store_true", help="also measure a server without the read cache; print the ratios"
+    )
     parser.add_argument("--tiny", action="store_true", help="smoke form: 200 runs, 2 clients, 1 s each")
     args = parser.parse_args()
     if args.tiny:
-        args.runs, args.clients, args.seconds = 200, [2], 1.0
+        args.runs, args.clients, args.seconds, args.baseline = 200, [2], 1.0, True
 
+    modes = ("cached", "uncached") if args.baseline else ("cached",)
     rows = []
-    with tempfile.TemporaryDirectory(prefix="ired-load-") as tmp, bench_database() as url:
+    with tempfile.TemporaryDirectory(prefix="ired-load-") as tmp, bench_database() as url, ExitStack() as stack:
         started = time.perf_counter()
         token = seed(url, args.runs)
         print(f"seeded {args.runs} runs in {time.perf_counter() - started:.1f} s", flush=True)
-        with server(url, Path(tmp), args.server_workers) as base, churn(url, args.churn):
-            for endpoint in args.endpoint or list(ENDPOINTS):
+        bases = {
+            mode: stack.enter_context(server(url, Path(tmp), args.server_workers, cached=mode == "cached"))
+            for mode in modes
+        }
+        stack.enter_context(churn(url, args.churn))
+        for endpoint in args.endpoint or list(ENDPOINTS):  # both servers read before either writes
+            for mode, base in bases.items():
                 for clients in args.clients:
                     asyncio.run(load(base, token, endpoint, clients, min(2.0, args.seconds), args.think))  # warm-up
                     result = asyncio.run(load(base, token, endpoint, clients, args.seconds, args.think))
-                    rows.append((endpoint, clients, result))
-                    print(f"{endpoint} × {clients}: p99 {result['p99']:.0f} ms", flush=True)
+                    rows.append((endpoint, mode, clients, result))
+                    print(f"{endpoint} × {clients} ({mode}): p99 {result['p99']:.0f} ms", flush=True)
 
     think = f", {args.think:g} s think time" if args.think else ", closed loop"
     think += f", a run heartbeat every {args.churn:g} s" if args.churn else ""
@@ -261,14 +275,25 @@ def main() -> int:
         f"\n{os.cpu_count()} CPUs, {args.server_workers} API process(es), {args.runs} runs in the database{think}, "
         f"{args.seconds:g} s per row\n"
     )
-    print("| endpoint | clients | requests | errors | req/s | p50 ms | p99 ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for endpoint, clients, r in rows:
+    print("| endpoint | reads | clients | requests | errors | req/s | p50 ms | p99 ms |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for endpoint, mode, clients, r in rows:
         print(
-            f"| {endpoint} | {clients} | {r['requests']} | {r['errors']} | {r['throughput']:.0f} "
+            f"| {endpoint} | {mode} | {clients} | {r['requests']} | {r['errors']} | {r['throughput']:.0f} "
             f"| {r['p50']:.1f} | {r['p99']:.1f} |"
         )
-    return 0 if all(r["errors"] == 0 for _, _, r in rows) else 1
+    if args.baseline:
+        print("\n| endpoint | clients | req/s cached ÷ uncached | p99 uncached ÷ cached |")
+        print("|---|---:|---:|---:|")
+        by_key = {(endpoint, mode, clients): r for endpoint, mode, clients, r in rows}
+        for endpoint, mode, clients, cached in rows:
+            if mode == "cached":
+                uncached = by_key[(endpoint, "uncached", clients)]
+                print(
+                    f"| {endpoint} | {clients} | {cached['throughput'] / uncached['throughput']:.1f}× "
+                    f"| {uncached['p99'] / cached['p99']:.1f}× |"
+                )
+    return 0 if all(r["errors"] == 0 for *_, r in rows) else 1
 
 
 if __name__ == "__main__":

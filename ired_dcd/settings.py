@@ -47,6 +47,9 @@ class Settings(BaseSettings):
         default_factory=list, description="comma-separated origins whose pages may call the API (none by default)"
     )
     max_request_bytes: int = Field(1 << 20, ge=1024, description="largest request body (413 above); imports: 16 MiB")
+    read_cache: bool = Field(
+        True, description="answer job lists, comparisons and token checks from memory until Postgres notifies a change"
+    )
 
     # queue and workers
     queue: str = Field("ired", description="Celery queue the API sends training tasks to")
