@@ -3,13 +3,15 @@
 A `ReadCache` maps a key (a route and its parameters) to a value computed from the database and the
 version of the topics it read (ired_dcd/services/change_feed.py):
 
-- while the version stands, the value is served from memory, for at most MAX_AGE_SECONDS;
-- when another process changed a topic, the previous value is still served while the new one is
-  computed in the background (stale-while-revalidate: how often workers write never slows reads);
-- when this process changed a topic, or the value is too old, requests wait for the new value.
+- while the version stands, the value is served from memory;
+- when another process changed a topic, or the value is REFRESH_SECONDS old, the value is still
+  served while the new one is computed in the background (stale-while-revalidate: neither how often
+  workers write nor a lost notification ever makes a reader wait, or see a value older than that
+  plus one computation);
+- when this process changed a topic, or nobody asked for MAX_AGE_SECONDS, requests wait for the new value.
 
-Computing runs in the thread pool, once per key and version however many requests ask at the same
-time. Without a live change feed (SQLite, Postgres restarting) every read computes.
+Computing runs in the thread pool, once per key at a time however many requests ask. Without a live
+change feed (SQLite, Postgres restarting) every read computes.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from ired_dcd.services.change_feed import ChangeFeed, Version
 
 T = TypeVar("T")
 
-MAX_AGE_SECONDS = 5.0
-"""Served from memory for at most this long, whatever becomes of a notification: a bound on staleness
-when the feed's connection dies without a word (until TCP keepalive notices) or a change goes unheard."""
+REFRESH_SECONDS = 5.0
+"""A value in use is computed again this often, notified or not: what bounds staleness when the feed's
+connection dies without a word (until TCP keepalive notices) or a change goes unheard."""
+MAX_AGE_SECONDS = 2 * REFRESH_SECONDS
+"""Never served older: after a quiet spell the first request waits for a new value."""
 
 REGISTRY = CollectorRegistry()
 """The caches' counters, served at GET /metrics beside the job and run gauges (per API process)."""
@@ -51,8 +55,10 @@ class Entry(Generic[T]):
 class ReadCache:
     """At most `capacity` values, least recently used dropped first, each with its topics' version."""
 
-    def __init__(self, name: str, feed: ChangeFeed | None, capacity: int) -> None:
-        self.name, self.feed, self.capacity = name, feed, capacity
+    def __init__(
+        self, name: str, feed: ChangeFeed | None, capacity: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.name, self.feed, self.capacity, self.clock = name, feed, capacity, clock
         self._entries: OrderedDict[Hashable, Entry[Any]] = OrderedDict()
         self._computing: dict[Hashable, tuple[Version, asyncio.Future[Any]]] = {}
 
@@ -63,14 +69,13 @@ class ReadCache:
             LOOKUPS.labels(self.name, "uncached").inc()
             return await run_in_threadpool(compute)
         entry = self._entries.get(key)
-        if entry is not None and time.monotonic() - entry.computed_at >= MAX_AGE_SECONDS:
-            entry = None
-        if entry is not None and entry.version == version:
+        age = self.clock() - entry.computed_at if entry is not None else MAX_AGE_SECONDS
+        if entry is not None and entry.version == version and age < REFRESH_SECONDS:
             self._entries.move_to_end(key)
             LOOKUPS.labels(self.name, "hit").inc()
             return entry.value
         computing = self._computing.get(key)
-        if entry is not None and entry.version.own == version.own:
+        if entry is not None and entry.version.own == version.own and age < MAX_AGE_SECONDS:
             if computing is None:  # one computation at a time, however fast other processes write
                 self._compute(key, version, compute)
             LOOKUPS.labels(self.name, "stale").inc()
@@ -84,7 +89,7 @@ class ReadCache:
         return await asyncio.shield(future)  # a client that hangs up must not cancel the others' read
 
     def _compute(self, key: Hashable, version: Version, compute: Callable[[], T]) -> asyncio.Future[T]:
-        started = time.monotonic()
+        started = self.clock()
         future = asyncio.ensure_future(run_in_threadpool(compute))
         self._computing[key] = (version, future)
 

@@ -19,6 +19,7 @@ import httpx
 import psycopg
 import pytest
 
+from api import cache as cache_module
 from api.cache import ReadCache
 from ired_dcd.services.change_feed import CHANNEL, Version, listen_url
 from tests.conftest import Lab
@@ -197,6 +198,24 @@ def test_a_change_heard_serves_the_previous_value_while_one_of_this_process_wait
         await asyncio.sleep(0.2)  # the new value was computed meanwhile
         seen.append(await cache.get("key", ("jobs",), lambda: next(pages)))
         feed.current = Version(own=(1,), heard=(1,))  # this process wrote: read back at once
+        seen.append(await cache.get("key", ("jobs",), lambda: next(pages)))
+        return seen
+
+    assert asyncio.run(scenario()) == ["first", "first", "second", "third"]
+
+
+def test_a_value_in_use_is_refreshed_in_the_background_and_an_old_one_is_never_served() -> None:
+    clock = [1000.0]
+    cache = ReadCache("test", _Feed(), capacity=2, clock=lambda: clock[0])  # type: ignore[arg-type]
+    pages = iter(["first", "second", "third"])
+
+    async def scenario() -> list[str]:
+        seen = [await cache.get("key", ("jobs",), lambda: next(pages))]
+        clock[0] += cache_module.REFRESH_SECONDS  # due for a refresh: served while it runs
+        seen.append(await cache.get("key", ("jobs",), lambda: next(pages)))
+        await asyncio.sleep(0.2)
+        seen.append(await cache.get("key", ("jobs",), lambda: next(pages)))
+        clock[0] += cache_module.MAX_AGE_SECONDS  # nobody asked for too long: wait for a new value
         seen.append(await cache.get("key", ("jobs",), lambda: next(pages)))
         return seen
 
