@@ -6,8 +6,8 @@ version of the topics it read (ired_dcd/services/change_feed.py):
 - while the version stands, the value is served from memory;
 - when another process changed a topic, or the value is REFRESH_SECONDS old, the value is still
   served while the new one is computed in the background (stale-while-revalidate: neither how often
-  workers write nor a lost notification ever makes a reader wait, or see a value older than that
-  plus one computation);
+  workers write nor a lost notification ever makes a reader wait), at most every
+  MIN_REFRESH_SECONDS (a busy cluster's heartbeats cost the API a bounded share of its CPU);
 - when this process changed a topic, or nobody asked for MAX_AGE_SECONDS, requests wait for the new value.
 
 Computing runs in the thread pool, once per key at a time however many requests ask. Without a live
@@ -30,9 +30,11 @@ from ired_dcd.services.change_feed import ChangeFeed, Version
 
 T = TypeVar("T")
 
-REFRESH_SECONDS = 5.0
-"""A value in use is computed again this often, notified or not: what bounds staleness when the feed's
-connection dies without a word (until TCP keepalive notices) or a change goes unheard."""
+MIN_REFRESH_SECONDS = 0.5
+"""Another process's change is computed in the background at most this often per value."""
+REFRESH_SECONDS = 30.0
+"""A value in use is computed again this often, notified or not: what bounds staleness if a change
+ever went unheard (a connection dead without a word is found by TCP keepalive within ~25 s)."""
 MAX_AGE_SECONDS = 2 * REFRESH_SECONDS
 """Never served older: after a quiet spell the first request waits for a new value."""
 
@@ -76,7 +78,7 @@ class ReadCache:
             return entry.value
         computing = self._computing.get(key)
         if entry is not None and entry.version.own == version.own and age < MAX_AGE_SECONDS:
-            if computing is None:  # one computation at a time, however fast other processes write
+            if computing is None and age >= MIN_REFRESH_SECONDS:  # one at a time, however fast others write
                 self._compute(key, version, compute)
             LOOKUPS.labels(self.name, "stale").inc()
             return entry.value

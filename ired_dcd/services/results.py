@@ -94,8 +94,9 @@ def _run_results(
     session: Session, configs: Sequence[str] | None, metric: str, tag: str | None
 ) -> Iterator[tuple[str, int, SeedValue | None]]:
     """(config, seed, value) of every succeeded run in the selection; value None when not finite."""
+    value = Run.final_metrics[metric].as_float()  # picked by the database: no run's whole metrics decoded here
     query = (
-        select(Job.preset, Job.id, Job.config_hash, Run.seed, Run.final_metrics, Run.finished_at)
+        select(Job.preset, Job.id, Job.config_hash, Run.seed, value, Run.finished_at)
         .join(Run.job)
         .where(Run.state == State.SUCCEEDED)
     )
@@ -103,9 +104,9 @@ def _run_results(
         query = query.where(Job.preset.in_(configs))
     if tag is not None:
         query = query.where(Job.tag_rows.any(JobTag.tag == tag))
-    for preset, job_id, config_hash, seed, metrics, finished_at in session.execute(query):
-        value = (metrics or {}).get(metric)  # None: not recorded, or stored as NULL because not finite
-        result = None if value is None else SeedValue(seed, float(value), f"job {job_id}", config_hash, finished_at)
+    for preset, job_id, config_hash, seed, number, finished_at in session.execute(query):
+        # None: not recorded, or stored as null because not finite
+        result = None if number is None else SeedValue(seed, number, f"job {job_id}", config_hash, finished_at)
         yield preset, seed, result
 
 

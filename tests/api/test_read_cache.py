@@ -187,21 +187,23 @@ def test_one_computation_serves_every_request_that_arrives_while_it_runs() -> No
 
 
 def test_a_change_heard_serves_the_previous_value_while_one_of_this_process_waits_for_the_new() -> None:
-    feed = _Feed()
-    cache = ReadCache("test", feed, capacity=2)  # type: ignore[arg-type]
+    feed, clock = _Feed(), [1000.0]
+    cache = ReadCache("test", feed, capacity=2, clock=lambda: clock[0])  # type: ignore[arg-type]
     pages = iter(["first", "second", "third"])
 
     async def scenario() -> list[str]:
         seen = [await cache.get("key", ("jobs",), lambda: next(pages))]
         feed.current = Version(own=(0,), heard=(1,))  # another process wrote
         seen.append(await cache.get("key", ("jobs",), lambda: next(pages)))  # at once, the previous value
-        await asyncio.sleep(0.2)  # the new value was computed meanwhile
+        clock[0] += cache_module.MIN_REFRESH_SECONDS
+        seen.append(await cache.get("key", ("jobs",), lambda: next(pages)))  # still; the new one is computed
+        await asyncio.sleep(0.2)
         seen.append(await cache.get("key", ("jobs",), lambda: next(pages)))
         feed.current = Version(own=(1,), heard=(1,))  # this process wrote: read back at once
         seen.append(await cache.get("key", ("jobs",), lambda: next(pages)))
         return seen
 
-    assert asyncio.run(scenario()) == ["first", "first", "second", "third"]
+    assert asyncio.run(scenario()) == ["first", "first", "first", "second", "third"]
 
 
 def test_a_value_in_use_is_refreshed_in_the_background_and_an_old_one_is_never_served() -> None:
