@@ -7,7 +7,7 @@ cached read made at version v of its topics is current exactly while their versi
 
 A version has two parts. `heard` counts other processes' notifications: a read may lag such a commit
 by the notification's delivery, milliseconds, and a cache may answer with the previous value while it
-computes the new one. `own` counts this process's commits (through SQLAlchemy) and the listener's
+computes the new one. `own` counts this process's commits that wrote (through SQLAlchemy) and the listener's
 reconnections: what this process wrote is read back at once, and a value from before a reconnection,
 when changes may have gone unheard, is never served again.
 
@@ -25,7 +25,7 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import event, make_url
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
 from ired_dcd.db import CONNECT_TIMEOUT_SECONDS, backoff_delays
 
@@ -42,6 +42,21 @@ POLL_SECONDS = 0.5
 """How often the listener looks up from waiting, to see whether it should stop."""
 
 log = logging.getLogger(__name__)
+
+WROTE = "ired_dcd.wrote"
+"""Set in `Session.info` by a flush or an INSERT, UPDATE or DELETE: its commit changed data."""
+
+
+@event.listens_for(Session, "after_flush")
+def _flushed(session: Session, _flush: UOWTransaction) -> None:
+    session.info[WROTE] = True
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _executed(state: ORMExecuteState) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        state.session.info[WROTE] = True
+
 
 
 def listen_url(sqlalchemy_url: str) -> str | None:
@@ -105,8 +120,9 @@ class ChangeFeed:
             if topic in self._heard:
                 self._heard[topic] += 1
 
-    def _after_commit(self, _session: Session) -> None:
-        self._move_own()  # whatever this process wrote is read back at once, not after its notification
+    def _after_commit(self, session: Session) -> None:
+        if session.info.pop(WROTE, False):  # what this process wrote is read back at once, not after its notification
+            self._move_own()
 
     def _set_listening(self, listening: bool) -> None:
         self._move_own()  # what was read before a reconnection may have missed a change

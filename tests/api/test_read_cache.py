@@ -18,9 +18,11 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from sqlalchemy import func, select
 
 from api import cache as cache_module
 from api.cache import ReadCache
+from ired_dcd.models import Job
 from ired_dcd.services.change_feed import CHANNEL, Version, listen_url
 from tests.conftest import Lab
 from tests.utils.services import IRED_DCD, job_body, wait_for
@@ -81,6 +83,19 @@ def test_job_list_is_served_from_memory_until_another_process_changes_a_job(
 
     sql.execute("UPDATE jobs SET priority = 8 WHERE id = %s", (job["id"],))
     wait_for(lambda: listed_priority(lab, job["id"]) == 8, timeout=5, what="the change in the job list")
+
+
+def test_this_process_reads_its_writes_at_once_and_a_commit_without_writes_changes_nothing(lab: Lab) -> None:
+    job = submit(lab)
+    settle(lab, lambda: listed_priority(lab, job["id"]))
+    with lab.session() as session:  # the server runs in this process: its sessions are this process's
+        session.execute(select(func.count()).select_from(Job))
+        session.commit()
+    assert counted(lab, lambda: listed_priority(lab, job["id"])).get(("answers", "hit")) == 1
+    with lab.session() as session:
+        session.get_one(Job, job["id"]).priority = 7
+        session.commit()
+    assert listed_priority(lab, job["id"]) == 7  # no waiting for the notification
 
 
 def test_progress_of_a_run_notifies_jobs_and_success_notifies_results(lab: Lab, sql: psycopg.Connection[Any]) -> None:
