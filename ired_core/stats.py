@@ -36,6 +36,8 @@ from typing import Any, Literal
 import numpy as np
 from scipy import stats
 
+from ired_core.configs import canonical_preset
+
 PLAN_BASELINE_MSE = 0.0096761
 """The plan's baseline: one 100k-step run of IRED without negative mining."""
 
@@ -158,6 +160,18 @@ BUILTIN_BASELINES: Mapping[str, Baseline] = MappingProxyType(
     }
 )
 """SPEC §4's references: the plan's number, the lab's 10-seed rerun, the published IRED setting."""
+
+
+def baseline_config(name: str) -> str | None:
+    """None for a built-in baseline, else the canonical stem of the config `name` (any alias) names;
+    ValueError when it is neither."""
+    if name in BUILTIN_BASELINES:
+        return None
+    try:
+        return canonical_preset(name)
+    except ValueError:
+        builtin = ", ".join(BUILTIN_BASELINES)
+        raise ValueError(f"{name!r} is neither a built-in baseline ({builtin}) nor a config such as q201") from None
 
 
 def builtin_baseline(name: str) -> Baseline:

@@ -109,7 +109,7 @@ def test_summary_baseline_and_another_metric(results, capsys):
     [
         (["--configs", "q999"], "unknown preset 'q999'"),
         (["--configs", " , "], "--configs: no config given"),
-        (["--baseline", "lab11"], "neither a built-in baseline (plan, lab10, ired_published) nor a known"),
+        (["--baseline", "lab11"], "--baseline: 'lab11' is neither a built-in baseline (plan, lab10, ired_published)"),
         (["--baseline", "q203"], "config q203_dcd_replay has no succeeded val_mse results"),
         (["--metric", "loss"], "no finite metrics.loss"),
     ],

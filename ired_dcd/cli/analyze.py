@@ -14,7 +14,7 @@ from pathlib import Path
 from ired_core.configs import canonical_preset
 from ired_core.report import render
 from ired_core.results_dir import load_results
-from ired_core.stats import BUILTIN_BASELINES, Baseline, compare
+from ired_core.stats import BUILTIN_BASELINES, Baseline, baseline_config, compare
 
 EXIT_ERROR = 2
 
@@ -55,15 +55,10 @@ def _parse_configs(text: str | None) -> list[str] | None:
 
 def _baseline_config(name: str) -> str | None:
     """None for a built-in baseline, else the canonical stem of the config used as the baseline."""
-    if name in BUILTIN_BASELINES:
-        return None
     try:
-        return canonical_preset(name)
-    except ValueError:
-        raise ValueError(
-            f"--baseline: {name!r} is neither a built-in baseline "
-            f"({', '.join(BUILTIN_BASELINES)}) nor a known config"
-        ) from None
+        return baseline_config(name)
+    except ValueError as error:
+        raise ValueError(f"--baseline: {error}") from None
 
 
 def _load_from_database(configs: Sequence[str] | None, metric: str) -> dict[str, list[float]]:

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from ired_core.configs import canonical_preset, list_presets
 from ired_core.results_dir import METRIC_NAME, ResultRow, ResultRowsError, RowFormat, parse_result_rows
-from ired_core.stats import BUILTIN_BASELINES, PLAN_CONFIGS, Baseline, Comparison, compare
+from ired_core.stats import BUILTIN_BASELINES, PLAN_CONFIGS, Baseline, Comparison, baseline_config, compare
 from ired_dcd.db import session_scope
 from ired_dcd.models import ImportedResult, Job, JobTag, Metric, Run, User
 from ired_dcd.services.errors import Conflict, InvalidInput
@@ -204,15 +204,12 @@ def default_configs(found: Sequence[str]) -> list[str]:
 
 def _baseline_config(name: str) -> str | None:
     """None for a built-in or tag baseline, else the canonical stem of the config used as the baseline."""
-    if name in BUILTIN_BASELINES or name.startswith(TAG_BASELINE_PREFIX):
+    if name.startswith(TAG_BASELINE_PREFIX):
         return None
     try:
-        return canonical_preset(name)
-    except ValueError:
-        raise InvalidInput(
-            f"baseline: {name!r} is neither a built-in baseline ({', '.join(BUILTIN_BASELINES)}), "
-            f"a config such as q201, nor {TAG_BASELINE_PREFIX}NAME"
-        ) from None
+        return baseline_config(name)
+    except ValueError as error:
+        raise InvalidInput(f"baseline: {error}, nor {TAG_BASELINE_PREFIX}NAME") from None
 
 
 def _baseline(session: Session, name: str, config: str | None, found: MetricValues, metric: str) -> Baseline:

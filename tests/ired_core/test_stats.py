@@ -17,6 +17,7 @@ from ired_core.stats import (
     Q203,
     Q204,
     Baseline,
+    baseline_config,
     bootstrap_delta_pct_ci,
     builtin_baseline,
     compare,
@@ -360,3 +361,10 @@ def test_success_level_counts_holm_adjusted_p():
     strict = [replace(row, holm_p=0.2) for row in rows]
     success = success_level(strict, alpha=0.05)
     assert success.level == "moderate" and success.significant_level == "none"
+
+
+def test_baseline_config_is_none_for_builtins_and_canonical_for_any_alias_of_a_config() -> None:
+    assert [baseline_config(name) for name in BUILTIN_BASELINES] == [None] * len(BUILTIN_BASELINES)
+    assert {baseline_config(name) for name in ("q201", "Q-201", Q201)} == {Q201}
+    with pytest.raises(ValueError, match=r"'lab11' is neither a built-in baseline \(plan, lab10, ired_published\)"):
+        baseline_config("lab11")
