@@ -96,7 +96,7 @@ class ReadCache:
         self._computing[key] = (version, future)
 
         def store(done: asyncio.Future[T]) -> None:
-            if self._computing.get(key, (version, None))[1] is done:
+            if key in self._computing and self._computing[key][1] is done:  # not a later computation's
                 del self._computing[key]
             if done.cancelled() or done.exception() is not None:
                 return

@@ -5,11 +5,12 @@ Triggers on Postgres (migration 0005) send `NOTIFY ired_changes, '<topic>'` on c
 listens on one connection of its own, in a thread, and counts the notifications of each topic: a
 cached read made at version v of its topics is current exactly while their version is still v.
 
-A version has two parts. `heard` counts other processes' notifications: a read may lag such a commit
-by the notification's delivery, milliseconds, and a cache may answer with the previous value while it
-computes the new one. `own` counts this process's commits that wrote (through SQLAlchemy) and the listener's
-reconnections: what this process wrote is read back at once, and a value from before a reconnection,
-when changes may have gone unheard, is never served again.
+A version has two parts. `heard` counts other processes' notifications per topic: a read may lag
+such a commit by the notification's delivery, milliseconds, and a cache may answer with the previous
+value while it computes the new one. `own` counts this process's commits that wrote (through
+SQLAlchemy) and the listener's reconnections, whatever the topic: what this process wrote is read
+back at once, and a value from before a reconnection, when changes may have gone unheard, is never
+served again.
 
 While the listener is not connected (the database restarting, SQLite, not started), `version` is
 None and nothing may be cached.
@@ -58,7 +59,6 @@ def _executed(state: ORMExecuteState) -> None:
         state.session.info[WROTE] = True
 
 
-
 def listen_url(sqlalchemy_url: str) -> str | None:
     """The libpq URL for a Postgres SQLAlchemy URL; None for other databases (no NOTIFY)."""
     url = make_url(sqlalchemy_url)
@@ -69,14 +69,14 @@ def listen_url(sqlalchemy_url: str) -> str | None:
 
 @dataclass(frozen=True)
 class Version:
-    """Where some topics stand: counts of this process's changes (`own`) and of notifications (`heard`)."""
+    """Where some topics stand: this process's changes (`own`) and the notifications of each (`heard`)."""
 
-    own: tuple[int, ...]
+    own: int
     heard: tuple[int, ...]
 
     def at_least(self, other: Version) -> bool:
         """Whether this is `other` or later (every count is as high)."""
-        return all(a >= b for a, b in zip(self.own + self.heard, other.own + other.heard, strict=True))
+        return self.own >= other.own and all(a >= b for a, b in zip(self.heard, other.heard, strict=True))
 
 
 class ChangeFeed:
@@ -84,7 +84,7 @@ class ChangeFeed:
 
     def __init__(self, url: str) -> None:
         self._url = url
-        self._own = dict.fromkeys(TOPICS, 0)
+        self._own = 0
         self._heard = dict.fromkeys(TOPICS, 0)
         self._listening = False
         self._lock = threading.Lock()
@@ -104,16 +104,14 @@ class ChangeFeed:
 
     def version(self, topics: Iterable[str]) -> Version | None:
         """Where `topics` stand; None while changes could go unheard (cache nothing then)."""
-        topics = tuple(topics)
         with self._lock:
             if not self._listening:
                 return None
-            return Version(own=tuple(self._own[t] for t in topics), heard=tuple(self._heard[t] for t in topics))
+            return Version(own=self._own, heard=tuple(self._heard[topic] for topic in topics))
 
     def _move_own(self) -> None:
         with self._lock:
-            for topic in TOPICS:
-                self._own[topic] += 1
+            self._own += 1
 
     def _hear(self, topic: str) -> None:
         with self._lock:
@@ -139,8 +137,7 @@ class ChangeFeed:
                     delays = backoff_delays()
                     self._receive(conn)
             except psycopg.Error as exc:
-                if self._listening:
-                    log.warning("change feed lost its connection (%s); reads are not cached until it is back", exc)
+                log.warning("change feed not listening (%s); reads are not cached until it is", exc)
             finally:
                 if self._listening:
                     self._set_listening(False)

@@ -176,7 +176,7 @@ class _Feed:
     """A feed whose version the test sets (unit tests of the cache alone)."""
 
     def __init__(self) -> None:
-        self.current = Version(own=(0,), heard=(0,))
+        self.current = Version(own=0, heard=(0,))
 
     def version(self, topics: Any) -> Version:
         return self.current
@@ -208,13 +208,13 @@ def test_a_change_heard_serves_the_previous_value_while_one_of_this_process_wait
 
     async def scenario() -> list[str]:
         seen = [await cache.get("key", ("jobs",), lambda: next(pages))]
-        feed.current = Version(own=(0,), heard=(1,))  # another process wrote
+        feed.current = Version(own=0, heard=(1,))  # another process wrote
         seen.append(await cache.get("key", ("jobs",), lambda: next(pages)))  # at once, the previous value
         clock[0] += cache_module.MIN_REFRESH_SECONDS
         seen.append(await cache.get("key", ("jobs",), lambda: next(pages)))  # still; the new one is computed
         await asyncio.sleep(0.2)
         seen.append(await cache.get("key", ("jobs",), lambda: next(pages)))
-        feed.current = Version(own=(1,), heard=(1,))  # this process wrote: read back at once
+        feed.current = Version(own=1, heard=(1,))  # this process wrote: read back at once
         seen.append(await cache.get("key", ("jobs",), lambda: next(pages)))
         return seen
 
