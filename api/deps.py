@@ -11,13 +11,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from api.cache import Reads
+from ired_core.input_rules import INT32_MAX
 from ired_dcd.db import new_session
 from ired_dcd.models import User
 from ired_dcd.services.errors import Unauthorized
 from ired_dcd.services.users import Identity, authenticate, get_or_create_user, hash_token
 from ired_dcd.settings import get_settings
 
-DB_INT_MAX = 2**31 - 1
+DB_INT_MAX = INT32_MAX
 """The largest value of the database's INTEGER columns (ids, steps): larger ones are refused with a 422."""
 RowId = Annotated[int, Path(ge=1, le=DB_INT_MAX)]
 """A job, run or artifact id in a path."""
@@ -80,9 +81,7 @@ async def get_identity(request: Request, reads: ReadsDep, credentials: Credentia
         name = settings.default_user
         return await reads.identities.get(("default", name), ("users",), partial(_default_identity, name))
     token = request_token(request, credentials)
-    identity = await reads.identities.get(
-        ("token", hash_token(token)), ("users",), partial(_identity_of_token, token)
-    )
+    identity = await reads.identities.get(("token", hash_token(token)), ("users",), partial(_identity_of_token, token))
     if identity is None:
         raise Unauthorized(REVOKED)
     return identity
@@ -101,3 +100,14 @@ def get_current_user(request: Request, session: SessionDep, credentials: Credent
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def get_current_identity(request: Request, credentials: Credentials) -> Identity:
+    """`get_current_user` (the token checked against the database) on a session of its own, closed
+    before the route goes on: a route that then waits (an import waiting for its turn) holds no
+    database connection meanwhile."""
+    with new_session() as session:
+        return Identity.of(get_current_user(request, session, credentials))
+
+
+CurrentIdentity = Annotated[Identity, Depends(get_current_identity)]

@@ -15,6 +15,7 @@ from ired_dcd.services.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    QuotaExceeded,
     ServiceError,
     Unauthorized,
     Unavailable,
@@ -28,6 +29,7 @@ STATUS: dict[type[ServiceError], int] = {
     NotFound: 404,
     InvalidInput: 422,
     Conflict: 409,
+    QuotaExceeded: 429,
     Unavailable: 503,
 }
 CHALLENGE = {"WWW-Authenticate": "Bearer"}

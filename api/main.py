@@ -10,19 +10,23 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from anyio import CapacityLimiter
 from fastapi import Depends, FastAPI
+from starlette.concurrency import run_in_threadpool
 
 from api import errors, security
 from api.cache import Reads
 from api.deps import get_identity
-from api.routes import artifacts, configs, dashboard, health, jobs, login, metrics, results, runs
+from api.routes import artifacts, configs, dashboard, health, jobs, login, metrics, results, runs, sweeps
 from ired_dcd.services.change_feed import ChangeFeed, listen_url
+from ired_dcd.services.monitoring import HealthMonitor
 from ired_dcd.services.reconciler import Reconciler
 from ired_dcd.settings import Settings, get_settings
 
 ROUTERS = [
     configs.router,
     jobs.router,
+    sweeps.router,
     runs.router,
     artifacts.router,
     metrics.router,
@@ -40,13 +44,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     reconciler = Reconciler(settings.reconcile_seconds).start() if settings.reconcile_seconds > 0 else None
     url = listen_url(settings.sqlalchemy_url) if settings.read_cache else None
     feed = ChangeFeed(url).start() if url is not None else None
-    app.state.reads = Reads.on(feed)
+    reads, health = Reads.on(feed), await run_in_threadpool(HealthMonitor(settings.health_seconds).start)
+    app.state.reads, app.state.health = reads, health
+    app.state.import_slots = CapacityLimiter(results.IMPORT_CONCURRENCY)  # one per event loop
+    app.state.compare_slots = CapacityLimiter(results.COMPARE_CONCURRENCY)
     try:
         yield
     finally:
-        app.state.reads = Reads.on(None)
-        if feed is not None:
+        if feed is not None:  # first: a feed that outlives its server would miss this process's writes
             feed.stop()
+        if app.state.reads is reads:  # not a later lifespan's (tests serve one app object many times)
+            app.state.reads, app.state.health = Reads.on(None), None
+        health.stop()
         if reconciler is not None:
             reconciler.stop()
 
@@ -60,6 +69,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.reads = Reads.on(None)  # nothing cached until the lifespan starts a change feed
+    app.state.health = None  # until the lifespan starts the health monitor, /health checks per request
+    app.state.import_slots = CapacityLimiter(results.IMPORT_CONCURRENCY)
+    app.state.compare_slots = CapacityLimiter(results.COMPARE_CONCURRENCY)
     errors.install(app)
     security.install(app, settings or get_settings(), per_path={"/results/import": results.MAX_IMPORT_BYTES})
     for router in PUBLIC_ROUTERS:

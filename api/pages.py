@@ -1,21 +1,32 @@
-"""The HTML dashboard: one server-rendered page (Jinja2 template, inline SVG plots, local assets).
+"""The HTML dashboard: one server-rendered page (Jinja2 templates, inline SVG plots, local assets).
 
 Served at `GET /` and, for browsers, at `GET /results/compare`; both take the compare parameters.
+
+The page is three sections, each rendered to HTML once per change of what it shows and kept in the
+read cache (`api/cache.py`) like any other answer: the comparison (table, success level, per-seed plot,
+notes; topic `results`), the learning curves and the job list (topic `jobs`). Every section has a
+size bound that does not grow with the data: at most one row per preset, per-seed dots only up to
+`plots.MAX_DOTS` per config (a box summarises the rest), curves thinned to `plots.MAX_POINTS`, notes
+naming at most a few seeds, and the jobs in pages of `JOBS_SHOWN`.
 """
 
 from __future__ import annotations
 
+import json
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
+from anyio import CapacityLimiter
 from fastapi import Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.orm import Session
+from starlette.datastructures import URL
 
 from api import plots
+from api.cache import Reads
 from ired_core.report import (  # the text report's cells, so the page and the terminal show the same numbers
     SIGNIFICANCE_LEGEND,
     ablation_table,
@@ -24,13 +35,16 @@ from ired_core.report import (  # the text report's cells, so the page and the t
     significance_marks,
     success_lines,
 )
-from ired_core.stats import BUILTIN_BASELINES
-from ired_dcd.services import jobs, results
+from ired_core.stats import AUTO_BASELINE, BUILTIN_BASELINES
+from ired_dcd.db import new_session
+from ired_dcd.services import jobs, results, sweeps
 from ired_dcd.services.errors import ServiceError
 from ired_dcd.states import ACTIVE
+from worker.slurm import format_seeds
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent / "templates")
 JOBS_SHOWN = 20
+"""Jobs per page of the dashboard's job list."""
 CURVE_TITLES = {
     "loss": "loss (train)",
     "energy_pos": "energy_pos E(y⁺)",
@@ -43,7 +57,7 @@ CURVE_TITLES = {
 class CompareParams(BaseModel):
     """Query parameters of a comparison, shared by the JSON, CSV, markdown and HTML answers."""
 
-    model_config = ConfigDict(frozen=True)  # hashable: the key of a cached comparison
+    model_config = ConfigDict(frozen=True)
 
     configs: Annotated[
         str | None,
@@ -53,25 +67,46 @@ class CompareParams(BaseModel):
         ),
     ] = None
     baseline: Annotated[
-        str, Query(description=f"{', '.join(BUILTIN_BASELINES)}, a config such as q201, or tag:NAME")
-    ] = "plan"
+        str,
+        Query(
+            description=f"{AUTO_BASELINE} (q100 trained here under the same tag when it has results, else "
+            f"plan), {', '.join(BUILTIN_BASELINES)}, a config such as q201, or tag:NAME"
+        ),
+    ] = AUTO_BASELINE
     metric: Annotated[str, Query(description="metric to compare, lower is better")] = "val_mse"
     tag: Annotated[str | None, Query(description="only jobs and imported results with this tag")] = None
+    group_by: Annotated[
+        str,
+        Query(
+            description="preset: one row per preset (a note lists a preset's settings); setting: one row per "
+            "preset with its overrides, labelled `preset · key=value`"
+        ),
+    ] = "preset"
 
     def config_list(self) -> list[str] | None:
-        """`q201, q204` → ["q201", "q204"]; None when not given."""
-        return None if self.configs is None else [name.strip() for name in self.configs.split(",")]
+        """`q201, q204` → ["q201", "q204"]; None when not given or empty (the page's form sends `configs=`)."""
+        if self.configs is None or not self.configs.strip():
+            return None
+        return [name.strip() for name in self.configs.split(",")]
 
-    def service_kwargs(self) -> dict[str, Any]:
-        """The arguments of `results.comparison_data` / `results.compare_results`."""
-        return {"configs": self.config_list(), "baseline": self.baseline, "metric": self.metric, "tag": self.tag}
+    def query(self) -> results.CompareQuery:
+        """The canonical comparison these parameters ask for (the key of its cached answers);
+        InvalidInput naming a bad parameter."""
+        return results.CompareQuery.of(
+            configs=self.config_list(), baseline=self.baseline, metric=self.metric, tag=self.tag, group_by=self.group_by
+        )
 
 
 CompareParamsDep = Annotated[CompareParams, Query()]
 
 
+def wants_html(request: Request) -> bool:
+    """A browser navigating to the URL (its Accept lists text/html); API clients send */* or JSON."""
+    return "text/html" in request.headers.get("accept", "")
+
+
 def _strip_plot(data: results.ComparisonData, palette: dict[str, str]) -> Markup:
-    """Every counted seed of every config, with the comparison's baseline as the reference line."""
+    """Every counted seed of every config (a box alone above MAX_DOTS), with the baseline line."""
     comparison = data.comparison
     groups = [
         plots.Group(
@@ -85,9 +120,43 @@ def _strip_plot(data: results.ComparisonData, palette: dict[str, str]) -> Markup
     )
 
 
-def _curve_charts(session: Session, params: CompareParams, names: list[str], palette: dict[str, str]) -> list[Markup]:
-    """One chart per curve metric (`results.CURVE_METRICS`), a line per config."""
-    curves = results.config_curves(session=session, configs=names, tag=params.tag)
+def _render(template: str, context: dict[str, Any]) -> Markup:
+    return Markup(TEMPLATES.get_template(template).render(context))
+
+
+def comparison_section(query: results.CompareQuery) -> tuple[Markup, tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """The comparison's HTML (success level, table, ablation, per-seed plot, notes), its rows' names and,
+    grouped by setting, each setting's config hash (for its curves)."""
+    with new_session() as session:
+        data = results.compare_query(session=session, query=query)
+    comparison = data.comparison
+    names = tuple(data.samples)
+    palette = plots.colors(names)
+    headers, cells = comparison_table(comparison)
+    ablation_headers, ablation_cells = ablation_table(comparison.ablation)
+    link = URL("/results/compare").include_query_params(**query.query_string())
+    context = {
+        "comparison": comparison,
+        "table": {"headers": headers, "rows": list(zip(comparison.rows, cells, strict=True))},
+        "ablation": {"headers": ablation_headers, "rows": ablation_cells},
+        "marks": {row.name: significance_marks(row.holm_p) for row in comparison.rows},
+        "success_lines": success_lines(comparison),
+        "trivial": results.trivial_predictors_line(comparison.metric),
+        "legend": SIGNIFICANCE_LEGEND,
+        "swatches": {name: plots.swatch(color) for name, color in palette.items()},
+        "strip_plot": _strip_plot(data, palette),
+        "notes": report_notes(comparison),
+        "downloads": {fmt: str(link.include_query_params(format=fmt)) for fmt in ("csv", "markdown", "json")},
+    }
+    return _render("_comparison.html", context), names, tuple(data.settings.items())
+
+
+def curves_section(names: tuple[str, ...], tag: str | None, settings: tuple[tuple[str, str], ...]) -> Markup:
+    """One chart per curve metric (`results.CURVE_METRICS`), a line per config or setting, with the colour key."""
+    with new_session() as session:
+        by_setting = dict(settings) if settings else None
+        curves = results.config_curves(session=session, configs=names, tag=tag, settings=by_setting)
+    palette = plots.colors(names)
     charts = []
     for metric, by_config in curves.items():
         lines = [
@@ -102,49 +171,122 @@ def _curve_charts(session: Session, params: CompareParams, names: list[str], pal
             for name, points in by_config.items()
         ]
         charts.append(plots.line_chart(CURVE_TITLES.get(metric, metric), lines))
-    return charts
+    swatches = {name: plots.swatch(color) for name, color in palette.items()}
+    return _render("_curves.html", {"charts": charts, "swatches": swatches})
 
 
-def _comparison_context(session: Session, params: CompareParams) -> dict[str, Any]:
-    """Table cells, success level, plots and notes of the comparison the parameters ask for."""
-    data = results.comparison_data(session=session, **params.service_kwargs())
-    comparison = data.comparison
-    names = list(data.samples)
-    palette = plots.colors(names)
-    headers, cells = comparison_table(comparison)
-    ablation_headers, ablation_cells = ablation_table(comparison.ablation)
-    return {
-        "comparison": comparison,
-        "table": {"headers": headers, "rows": list(zip(comparison.rows, cells, strict=True))},
-        "ablation": {"headers": ablation_headers, "rows": ablation_cells},
-        "marks": {row.name: significance_marks(row.holm_p) for row in comparison.rows},
-        "success_lines": success_lines(comparison),
-        "trivial": results.trivial_predictors_line(comparison.metric),
-        "legend": SIGNIFICANCE_LEGEND,
-        "palette": palette,
-        "strip_plot": _strip_plot(data, palette),
-        "curve_charts": _curve_charts(session, params, names, palette),
-        "notes": report_notes(comparison),
-    }
+def jobs_section(tag: str | None, page: int) -> tuple[Markup, bool, int]:
+    """One page of the latest jobs (with `tag`, the jobs with that tag), whether any of them is active,
+    and how many jobs there are in all."""
+    with new_session() as session:
+        offset = (page - 1) * JOBS_SHOWN
+        job_list, count = jobs.list_jobs(session=session, tag=tag, offset=offset, limit=JOBS_SHOWN, with_runs=False)
+        counted = jobs.run_counts(session=session, job_ids=[job.id for job in job_list])
+        rows = [
+            {
+                "id": job.id,
+                "preset": job.preset,
+                "seeds": format_seeds(job.seeds),
+                "state": job.state,
+                "pct": counted[job.id].percent,
+                "tags": ", ".join(job.tags),
+                "owner": job.owner.name,
+                "created": job.created_at.strftime("%Y-%m-%d %H:%M"),
+            }
+            for job in job_list
+        ]
+    active = any(row["state"] in ACTIVE for row in rows)
+    context = {"rows": rows, "page": page, "tag": tag, "shown": JOBS_SHOWN, "active": active}
+    return _render("_jobs.html", context), active, count
 
 
-def render_dashboard(request: Request, session: Session, params: CompareParams) -> HTMLResponse:
+async def render_dashboard(
+    request: Request, reads: Reads, params: CompareParams, *, jobs_page: int = 1, limiter: CapacityLimiter
+) -> HTMLResponse:
     """The page for `params`; an invalid parameter is shown on the page (422) with the form to fix it.
 
     The job list shows the latest jobs (with `tag`, those with the tag), which the page's script follows.
     """
-    job_list, _count = jobs.list_jobs(session=session, tag=params.tag, limit=JOBS_SHOWN)
-    context: dict[str, Any] = {
-        "params": params,
-        "baselines": list(BUILTIN_BASELINES),
-        "jobs": job_list,
-        "jobs_active": any(job.state in ACTIVE for job in job_list),
-        "jobs_shown": JOBS_SHOWN,
-        "error": None,
-    }
+    context: dict[str, Any] = {"params": params, "baselines": [AUTO_BASELINE, *BUILTIN_BASELINES], "error": None}
     status = 200
+    tag = None
     try:
-        context |= _comparison_context(session, params)
+        query = params.query()
+        tag = query.tag
+        section, names, settings = await reads.answers.get(
+            ("dashboard", query), ("results",), partial(comparison_section, query), limiter=limiter
+        )
+        curves = await reads.answers.get(
+            ("curves", names, tag, settings), ("jobs",), partial(curves_section, names, tag, settings)
+        )
+        context |= {"comparison_section": section, "curves_section": curves, "metric": query.metric}
     except ServiceError as exc:
         context["error"], status = str(exc), 422
+    jobs_html, active, count = await reads.answers.get(
+        ("dashboard-jobs", tag, jobs_page), ("jobs",), partial(jobs_section, tag, jobs_page)
+    )
+    context |= {"jobs_section": jobs_html, "jobs_active": active, "jobs_shown": JOBS_SHOWN, "tag": tag}
+    pages = max(1, -(-count // JOBS_SHOWN))
+    context |= {"jobs_offset": (jobs_page - 1) * JOBS_SHOWN, "jobs_page": jobs_page, "jobs_pages": pages}
+    context |= {"jobs_count": count}
     return TEMPLATES.TemplateResponse(request, "dashboard.html", context, status_code=status)
+
+
+MISSING_CELL = "–"
+
+
+def sweep_page(request: Request, status: sweeps.SweepStatus) -> HTMLResponse:
+    """A sweep in the browser: progress, its points sorted by mean (with the comparison's cells: CI, Δ%,
+    tests) and, per swept field, the metric against the field's values (each point's mean and 95% CI)."""
+    sweep, comparison = status.sweep, status.comparison
+    headers, cells = comparison_table(comparison)
+    by_setting = {row.name: (row, row_cells[1:]) for row, row_cells in zip(comparison.rows, cells, strict=True)}
+    palette = plots.colors([point.setting or str(point.job_id) for point in status.points])
+
+    def mean_of(point: sweeps.SweepPoint) -> float:
+        row = by_setting.get(point.setting or "", (None, []))[0]
+        return row.mean if row is not None and row.mean is not None else float("inf")
+
+    points = sorted(status.points, key=mean_of)
+    rows = [
+        {
+            "point": point,
+            "values": [json.dumps(point.values[name]) for name in sweep.grid],
+            "cells": by_setting.get(point.setting or "", (None, [MISSING_CELL] * (len(headers) - 1)))[1],
+            "swatch": plots.swatch(palette[point.setting or str(point.job_id)]),
+        }
+        for point in points
+    ]
+    charts = []
+    for name, values in sweep.grid.items():
+        categories = [json.dumps(value) for value in values]
+        estimates = [
+            plots.Estimate(
+                point.setting,
+                palette[point.setting],
+                values.index(point.values[name]),
+                row.mean,
+                row.ci_low,
+                row.ci_high,
+            )
+            for point in status.points
+            if point.setting in by_setting and (row := by_setting[point.setting][0]).mean is not None
+        ]
+        charts.append(plots.effect_plot(comparison.metric, name, categories, estimates))
+    compare_link = URL("/").include_query_params(
+        configs=sweep.preset, tag=sweeps.sweep_tag(sweep.id), group_by="setting"
+    )
+    context = {
+        "sweep": sweep,
+        "status": status,
+        "percent": 100 * status.steps_done / status.steps_total if status.steps_total else 0.0,
+        "active": status.state in ACTIVE,
+        "fields": list(sweep.grid),
+        "headers": headers[1:],
+        "rows": rows,
+        "charts": charts,
+        "comparison": comparison,
+        "notes": report_notes(comparison),
+        "compare_link": str(compare_link),
+    }
+    return TEMPLATES.TemplateResponse(request, "sweep.html", context)

@@ -20,11 +20,23 @@ MAX_POINTS = 400
 """Points per curve drawn; longer curves are thinned evenly (the last point always kept)."""
 LOG_SPAN = 30.0
 """A curve whose positive values span more than this factor is drawn on a log axis."""
+MAX_DOTS = 200
+"""Per-seed dots drawn per config; a config with more results is drawn as its box, whiskers and mean
+alone, so the page stays small however many results are stored."""
 
 
 def colors(names: Sequence[str]) -> dict[str, str]:
     """One palette colour per name, in order (cycling after eight)."""
     return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
+
+
+def swatch(color: str) -> Markup:
+    """A small square of `color` beside a label: an SVG fill, not a `style` attribute, which the
+    pages' Content-Security-Policy (`style-src 'self'`) would block."""
+    return Markup(
+        '<svg class="swatch" viewBox="0 0 10 10" aria-hidden="true" xmlns="http://www.w3.org/2000/svg">'
+        f'<rect width="10" height="10" rx="2" fill="{escape(color)}"/></svg>'
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,7 +201,10 @@ def _box(x: float, width: float, scale: Scale, values: np.ndarray, color: str) -
 
 
 def strip_plot(groups: Sequence[Group], *, metric: str, baseline: float | None, baseline_label: str) -> Markup:
-    """Every seed's value as a dot per config, over a box (quartiles) and the mean, with the baseline line."""
+    """Every seed's value as a dot per config, over a box (quartiles) and the mean, with the baseline line.
+
+    A config with more than MAX_DOTS values gets no dots: its box, whiskers and mean summarise them.
+    """
     frame = Frame(width=720, height=300, bottom=40)
     title = metric
     values = [v for group in groups for v in group.values]
@@ -200,9 +215,10 @@ def strip_plot(groups: Sequence[Group], *, metric: str, baseline: float | None, 
     slot = (frame.x1 - frame.x0) / max(len(groups), 1)
     for i, group in enumerate(groups):
         x = frame.x0 + slot * (i + 0.5)
+        summary = len(group.values) > MAX_DOTS
         body.append(
             f'<text class="tick group-label" x="{x:.1f}" y="{frame.y0 + 16}" text-anchor="middle">'
-            f"{escape(group.name)} (n={len(group.values)})</text>"
+            f"{escape(group.name)} (n={len(group.values)}{', box only' if summary else ''})</text>"
         )
         if not group.values:
             continue
@@ -214,6 +230,8 @@ def strip_plot(groups: Sequence[Group], *, metric: str, baseline: float | None, 
             f'<line class="mean" x1="{x - slot * 0.3:.1f}" x2="{x + slot * 0.3:.1f}" y1="{mean_y:.1f}" '
             f'y2="{mean_y:.1f}" stroke="{group.color}"><title>mean {_number(float(array.mean()))}</title></line>'
         )
+        if summary:
+            continue
         for k, (value, seed) in enumerate(zip(group.values, group.seeds, strict=True)):
             source = f" ({group.sources[k]})" if group.sources else ""
             body.append(
@@ -302,3 +320,58 @@ def line_chart(title: str, lines: Sequence[Line]) -> Markup:
         else:
             body.append(f'<path class="series" d="{_path(xs, ys)}" stroke="{line.color}"><title>{last}</title></path>')
     return _svg(frame, "plot-curve", title, body)
+
+
+# ---------------------------------------------------------------------------------------------
+# a metric against one swept field
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One setting's mean with its 95% CI, at `position` on a categorical axis (the field's value)."""
+
+    name: str
+    color: str
+    position: int
+    mean: float
+    low: float | None  # None with fewer than two seeds: no interval
+    high: float | None
+
+
+def effect_plot(metric: str, field: str, categories: Sequence[str], estimates: Sequence[Estimate]) -> Markup:
+    """`metric` against the values of one swept field: each setting's mean and 95% CI at its value of the
+    field, the settings sharing a value side by side (in the order given)."""
+    frame = Frame(width=420, height=230, bottom=40)
+    title = f"{metric} vs {field}"
+    if not estimates:
+        return _empty(frame, "plot-sweep", title, "no results yet")
+    y_values = [v for e in estimates for v in (e.mean, e.low, e.high) if v is not None]
+    scale = Scale.fit(y_values, frame.y0, frame.y1)
+    body = _y_axis(frame, scale, title)
+    slot = (frame.x1 - frame.x0) / max(len(categories), 1)
+    for i, category in enumerate(categories):
+        x = frame.x0 + slot * (i + 0.5)
+        body.append(
+            f'<text class="tick" x="{x:.1f}" y="{frame.y0 + 16}" text-anchor="middle">{escape(category)}</text>'
+        )
+    body.append(
+        f'<text class="tick axis-x" x="{frame.x1}" y="{frame.height - 2}" text-anchor="end">{escape(field)}</text>'
+    )
+    shared: dict[int, int] = {}
+    for e in estimates:
+        shared[e.position] = shared.get(e.position, 0) + 1
+    seen: dict[int, int] = {}
+    for e in estimates:
+        k = seen[e.position] = seen.get(e.position, -1) + 1
+        x = frame.x0 + slot * (e.position + 0.5) + (k - (shared[e.position] - 1) / 2) * min(10.0, slot / 8)
+        interval = "" if e.low is None or e.high is None else f" [{_number(e.low)}, {_number(e.high)}]"
+        tip = f"<title>{escape(e.name)}: {_number(e.mean)}{interval}</title>"
+        if e.low is not None and e.high is not None:
+            body.append(
+                f'<line class="ci" x1="{x:.1f}" x2="{x:.1f}" y1="{scale(e.low):.1f}" y2="{scale(e.high):.1f}" '
+                f'stroke="{e.color}">{tip}</line>'
+            )
+        body.append(
+            f'<circle class="estimate" cx="{x:.1f}" cy="{scale(e.mean):.1f}" r="4" fill="{e.color}">{tip}</circle>'
+        )
+    return _svg(frame, "plot-sweep", title, body)

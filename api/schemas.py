@@ -8,9 +8,13 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasPath, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
 
 from ired_core.configs import MAX_SEEDS
+from ired_core.input_rules import MAX_TAGS, TAG_MAX_LENGTH, TAG_PATTERN
 from ired_dcd.states import State
 
-Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[\w.:-]+$")]
+Tag = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=TAG_MAX_LENGTH, pattern=TAG_PATTERN)
+]
+"""The one tag rule (`ired_core.input_rules`), also in the OpenAPI schema; the service checks it again."""
 
 JOB_EXAMPLE = {"config": "q204", "seeds": [0, 1, 2], "overrides": {"train_steps": 10000}, "tags": ["pilot"]}
 
@@ -38,7 +42,7 @@ def expand_seed_range(value: Any) -> Any:
 
 class JobBase(BaseModel):
     priority: int = Field(5, ge=0, le=9, description="0–9, higher runs first")
-    tags: list[Tag] = Field(default_factory=list, max_length=16)
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     executor: str = Field("celery", description="where the runs train: celery (GPU workers) or slurm (a cluster)")
     overrides: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields to change")
 
@@ -71,6 +75,9 @@ class RunPublic(BaseModel):
     resume_step: int | None
     final_metrics: dict[str, float | None] | None
     error: str | None
+    divergence: dict[str, Any] | None = Field(
+        description="why the run diverged: step, rule, diagnostic, value, threshold (docs/stability.md)"
+    )
     worker: str | None = Field(validation_alias="lease_owner")
     heartbeat_at: datetime | None
     device: str | None
@@ -83,29 +90,91 @@ class RunPublic(BaseModel):
     finished_at: datetime | None
 
 
-class JobPublic(JobBase):
-    model_config = ConfigDict(from_attributes=True)
+class JobSummaryBase(JobBase):
+    """What a job list shows of each job: no resolved config, no runs (GET /jobs/{id} has them)."""
+
+    model_config = ConfigDict(from_attributes=True, populate_by_name=True)
 
     id: int
     config: str = Field(validation_alias="preset", description="canonical preset name")
-    resolved_config: dict[str, Any] = Field(validation_alias="config")
     config_hash: str
     seeds: list[int]
     owner: str = Field(validation_alias=AliasPath("owner", "name"))
-    slurm: dict[str, Any] | None = Field(validation_alias="executor_options", description="the job's SLURM overrides")
-    executor_ref: str | None = Field(description="the executor's id of the job: SLURM array job of the last submission")
+    sweep_id: int | None = Field(description="the sweep this job is a grid point of")
     state: State
     error: str | None
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+class JobSummary(JobSummaryBase):
+    runs: dict[State, int] = Field(description="the job's runs counted per state")
+    steps_done: int = Field(description="steps trained, summed over the job's runs")
+    steps_total: int = Field(description="steps to train, summed over the job's runs")
+
+
+class JobPublic(JobSummaryBase):
+    resolved_config: dict[str, Any] = Field(validation_alias="config")
+    slurm: dict[str, Any] | None = Field(validation_alias="executor_options", description="the job's SLURM overrides")
+    executor_ref: str | None = Field(description="the executor's id of the job: SLURM array job of the last submission")
     runs: list[RunPublic]
 
 
 class JobsPublic(BaseModel):
+    data: list[JobSummary]
+    count: int = Field(description="jobs matching the filters, over all pages")
+
+
+class JobsDetailPublic(BaseModel):
     data: list[JobPublic]
     count: int = Field(description="jobs matching the filters, over all pages")
+
+
+SWEEP_EXAMPLE = {
+    "config": "q202",
+    "grid": {"energy_reg_weight": [0.1, 1, 10], "langevin_sigma_mult": [0.5, 1]},
+    "seeds": {"start": 0, "count": 3},
+    "overrides": {"train_steps": 10000},
+}
+
+
+class SweepCreate(JobCreate):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SWEEP_EXAMPLE]})
+
+    grid: dict[str, list[Any]] = Field(
+        description="config field → the values it takes; one job per combination, each over every seed"
+    )
+
+
+class SweepPoint(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    values: dict[str, Any] = Field(description="the swept fields' values at this point")
+    job_id: int
+    config_hash: str
+    state: State
+    setting: str | None = Field(description="the point's row in the comparison (its setting's label)")
+
+
+class SweepPublic(BaseModel):
+    id: int
+    config: str = Field(description="canonical preset name")
+    overrides: dict[str, Any] = Field(description="overrides shared by every point")
+    grid: dict[str, list[Any]]
+    seeds: list[int]
+    owner: str
+    tag: str = Field(description="the tag every job of the sweep carries")
+    created_at: datetime
+    state: State | None = Field(description="from all its runs, as a job's; null once its jobs were deleted")
+    runs: dict[State, int] = Field(description="the sweep's runs counted per state")
+    steps_done: int
+    steps_total: int
+    points: list[SweepPoint]
+    comparison: dict[str, Any] = Field(
+        description="the points compared, one row per setting (GET /results/compare?group_by=setting&tag=sweep-N)"
+    )
 
 
 class MetricSeries(BaseModel):

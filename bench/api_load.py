@@ -30,6 +30,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -158,10 +159,21 @@ def churn(url: str, every: float) -> Iterator[None]:
             thread.join()
 
 
+@dataclass(frozen=True)
+class Served:
+    """A running `ired-dcd serve`: where it answers and its process id (the API process when workers=1)."""
+
+    base: str
+    pid: int
+
+
 @contextmanager
-def server(url: str, tmp: Path, workers: int, *, cached: bool) -> Iterator[str]:
-    """`ired-dcd serve --workers N` on a free port, on `url` and a Redis queue of its own (deleted at the end);
-    `cached`: the read cache on (the default) or off (`IRED_READ_CACHE=false`)."""
+def serving(
+    url: str, tmp: Path, workers: int, *, cached: bool, env_extra: dict[str, str] | None = None
+) -> Iterator[Served]:
+    """`ired-dcd serve --workers N` on a free port, on `url` and a Redis queue of its own (deleted at the
+    end); `cached`: the read cache on (the default) or off (`IRED_READ_CACHE=false`); `env_extra`: more
+    settings."""
     port, queue = free_port(), f"ired-bench-{uuid.uuid4().hex[:8]}"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("IRED_")},
@@ -171,6 +183,9 @@ def server(url: str, tmp: Path, workers: int, *, cached: bool) -> Iterator[str]:
         "IRED_DATA_DIR": str(tmp),
         "IRED_PORT": str(port),
         "IRED_READ_CACHE": str(cached).lower(),
+        # every POST /jobs of the load leaves a queued job (no worker): the default quota would refuse the 51st
+        "IRED_QUOTA_QUEUED_JOBS": "1000000000",
+        **(env_extra or {}),
     }
     log_path = tmp / f"serve-{port}.log"
     process = ServiceProcess([*IRED_DCD, "serve", "--workers", str(workers)], env=env, log_path=log_path)
@@ -184,7 +199,7 @@ def server(url: str, tmp: Path, workers: int, *, cached: bool) -> Iterator[str]:
 
     try:
         wait_for(up, timeout=120, what="ired-dcd serve")
-        yield base
+        yield Served(base, process.pid)
     finally:
         process.stop()
         broker = redis.Redis.from_url(REDIS_URL)
@@ -257,7 +272,7 @@ def main() -> int:
         token = seed(url, args.runs)
         print(f"seeded {args.runs} runs in {time.perf_counter() - started:.1f} s", flush=True)
         bases = {
-            mode: stack.enter_context(server(url, Path(tmp), args.server_workers, cached=mode == "cached"))
+            mode: stack.enter_context(serving(url, Path(tmp), args.server_workers, cached=mode == "cached")).base
             for mode in modes
         }
         stack.enter_context(churn(url, args.churn))

@@ -1,6 +1,6 @@
 """Evaluation time: IRED inference (T × 5 gd_reject steps) on the full held-out set for S seeds.
 
-    python bench/eval_time.py --device cuda --seeds 10      # 4096 ID + 4096 OOD matrices
+    python bench/eval_time.py --device cuda --seeds 10      # the preset's held-out sets: 32,768 ID + 32,768 OOD
     python bench/eval_time.py --tiny                         # CPU smoke form (CI; not timed)
 
 The baseline row is one seed evaluated alone, measured in the same run.

@@ -1,12 +1,14 @@
 """Training throughput of the engine: seed-steps/s per preset at S = 1 and S = 10 seeds.
 
-The baseline is the eager one-seed step (`Trainer` with one seed) measured in the same run; the
-ratio column is (ensemble seed-steps/s) / (one-seed seed-steps/s). Run on a GPU machine:
+The baseline is the eager one-seed step (`Trainer` with one seed, engine "eager") measured in the same
+run. Columns: S = 1 eager; S = 10 eager; S = 10 with the optimised engine ("reuse": the conditioning on
+A and t made once per step, `ired_core.model.Conditioning`); the ensemble's ratio to the baseline, and
+what the optimised engine adds over eager at S = 10. Run on a GPU machine:
 
     python bench/train_throughput.py --device cuda                 # batch 2048, Q-201…Q-204
     python bench/train_throughput.py --tiny                        # CPU smoke form (CI; not timed)
 
-Prints a markdown table with the device name and peak GPU memory per seed.
+Prints a markdown table with the device name and peak GPU memory per seed (of the optimised engine).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from datetime import UTC, datetime
 import torch
 
 from ired_core.configs import resolve_config
-from ired_core.trainer import Trainer
+from ired_core.trainer import Engine, Trainer
 
 PRESETS = ("q201", "q202", "q203", "q204")
 TINY = {"rank": 4, "batch_size": 32, "hidden_dim": 32, "time_dim": 16, "replay_size": 128, "sampler_steps": 2}
@@ -29,14 +31,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def seed_steps_per_s(preset: str, seeds: int, args: argparse.Namespace) -> tuple[float, float | None]:
+def seed_steps_per_s(preset: str, seeds: int, engine: Engine, args: argparse.Namespace) -> tuple[float, float | None]:
     """(seed-steps/s, peak GPU MiB per seed or None) over `args.steps` steps after warm-up."""
     overrides = {
         **(TINY if args.tiny else {}),
         "batch_size": args.batch_size or (32 if args.tiny else 2048),
         "precision": args.precision,
     }
-    trainer = Trainer(resolve_config(preset, overrides), list(range(seeds)), device=args.device)
+    trainer = Trainer(resolve_config(preset, overrides), list(range(seeds)), device=args.device, engine=engine)
     device = trainer.device
     for _ in range(args.warmup):
         trainer.train_step()
@@ -70,13 +72,21 @@ def main() -> None:
         f"# train throughput — {name}, {args.precision}, {datetime.now(UTC):%Y-%m-%d}, "
         f"batch {args.batch_size or (32 if args.tiny else 2048)}, {args.steps} timed steps"
     )
-    print(f"| preset | S=1 eager seed-steps/s | S={args.seeds} seed-steps/s | ratio | peak MiB/seed |")
-    print("|---|---|---|---|---|")
+    s = args.seeds
+    print(
+        f"| preset | S=1 eager | S={s} eager | S={s} reuse | S={s} reuse / S=1 | reuse / eager at S={s} "
+        "| peak MiB/seed |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for preset in args.presets.split(","):
-        baseline, _ = seed_steps_per_s(preset, 1, args)
-        ensemble, peak = seed_steps_per_s(preset, args.seeds, args)
+        baseline, _ = seed_steps_per_s(preset, 1, "eager", args)
+        eager, _ = seed_steps_per_s(preset, s, "eager", args)
+        reuse, peak = seed_steps_per_s(preset, s, "reuse", args)
         peak_text = f"{peak:.0f}" if peak is not None else "n/a (cpu)"
-        print(f"| {preset} | {baseline:.1f} | {ensemble:.1f} | {ensemble / baseline:.2f}× | {peak_text} |")
+        print(
+            f"| {preset} | {baseline:.1f} | {eager:.1f} | {reuse:.1f} | {reuse / baseline:.2f}× "
+            f"| {reuse / eager:.2f}× | {peak_text} |"
+        )
 
 
 if __name__ == "__main__":

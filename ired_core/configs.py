@@ -61,13 +61,26 @@ class TrainConfig(BaseModel):
     energy_warmup_frac: float = Field(0.0, ge=0, le=1, description="fraction of training to ramp 0 → max")
     energy_t_min_frac: float = Field(0.0, ge=0, le=1, description="energy term only where t ≥ this·T")
     energy_t_max_frac: float = Field(1.0, ge=0, le=1, description="energy term only where t ≤ this·T")
-    energy_reg_weight: float = Field(0.0, ge=0, description="cd: weight of (E⁺² + E⁻²)")
     sampler: Literal["gd_reject", "langevin"] = Field("gd_reject")
     sampler_steps: int = Field(10, ge=0, le=1000, description="k sampler steps per negative")
     noise_scale: float = Field(1.5, ge=0, description="c in y⁰ = q_sample(Y, t, c·ε')")
     langevin_sigma_mult: float = Field(1.0, ge=0, description="σ_t = mult·√(2η_t)")
     negative_init: Literal["noise", "diffusion"] = Field(
         "noise", description="diffusion: start at q_sample(Y, t+1) and take the model's reverse step"
+    )
+    negative_renoise: bool = Field(
+        True, description="IRED: score q_sample(x̂, t, ε') of the chain's x̂; false: score the chain state itself"
+    )
+
+    # stabilisers of contrastive divergence (docs/stability.md)
+    energy_reg_weight: float = Field(0.0, ge=0, description="cd: α in α(E⁺² + E⁻²)")
+    cd_margin: float | None = Field(None, gt=0, description="cd: m in max(E⁺ − E⁻, −m); None: no bound")
+    energy_temperature: Literal["unit", "sigma_t"] = Field(
+        "unit", description="τ_t of the density exp(−E/τ_t) that chains sample and cd contrasts"
+    )
+    sampler_step_mult: float = Field(1.0, gt=0, le=10, description="sampler step m·η_t (Langevin noise follows)")
+    sampler_grad_clip: float | None = Field(
+        None, gt=0, description="sampler: clip each sample's ‖∇E‖ to this × √D; None: no clip"
     )
 
     # replay buffer (persistent chains)
@@ -85,14 +98,34 @@ class TrainConfig(BaseModel):
     residual_filter_weight: float = Field(0.0, ge=0, le=1, description="weight of filtered negatives (0 drops)")
 
     # evaluation and bookkeeping
-    val_size: int = Field(4096, ge=1, le=1_000_000)
+    val_size: int = Field(
+        32_768,
+        ge=1,
+        le=1_000_000,
+        description="held-out matrices; at 32,768 the held-out SE is ≈ 0.1% of val_mse (docs/performance.md)",
+    )
     val_seed: int = Field(20240721, description="seed of the held-out set, independent of training seeds")
-    eval_batch_size: int = Field(1024, ge=1)
+    eval_batch_size: int = Field(4096, ge=1)
     eval_every: int = Field(5000, ge=1)
     inference_steps: int = Field(5, ge=0, le=1000, description="gd_reject steps per timestep at inference")
     log_every: int = Field(100, ge=1)
     checkpoint_every: int = Field(5000, ge=1)
     precision: Literal["fp32", "tf32", "bf16"] = Field("tf32", description="tf32 and bf16 apply on CUDA only")
+
+    # divergence: a seed whose training fails is stopped and reported (ired_core.divergence); None: rule off
+    diverge_denoise_max: float | None = Field(
+        10.0, gt=1, description="loss_denoise above this → diverged (the null denoiser scores 1)"
+    )
+    diverge_energy_growth: float | None = Field(
+        1000.0, gt=1, description="|E| above this × its largest earlier interval → diverged"
+    )
+    diverge_collapse_level: float | None = Field(
+        0.98, gt=0, le=1, description="loss_denoise at or above this after warm-up → collapsed"
+    )
+    diverge_collapse_after: int = Field(1000, ge=0, description="first step the collapse rule applies")
+    diverge_val_after: int | None = Field(
+        10_000, ge=0, description="from this step, val_mse above predicting the mean → diverged"
+    )
 
     @field_validator("residual_filter_quantile")
     @classmethod
@@ -120,6 +153,11 @@ class TrainConfig(BaseModel):
     def architecture(self) -> dict[str, Any]:
         """The fields that fix parameter shapes; a checkpoint is refused if these differ."""
         return {k: getattr(self, k) for k in ("rank", "hidden_dim", "time_dim", "energy_head", "timesteps")}
+
+
+OBSERVATION_FIELDS = frozenset({"eval_batch_size", "log_every", "checkpoint_every"})
+"""Fields that change how a run is observed or saved, not what it trains or scores: two runs that differ
+only in these are the same setting."""
 
 
 def config_hash(config: TrainConfig) -> str:
@@ -197,12 +235,27 @@ def parse_overrides(assignments: Iterable[str]) -> dict[str, Any]:
     return out
 
 
+def parse_grid(assignments: Iterable[str]) -> dict[str, list[Any]]:
+    """Parse CLI `key=v1,v2,…` pairs into a sweep's grid; each value read as JSON when it parses, else
+    kept as a string (like `parse_overrides`)."""
+    grid: dict[str, list[Any]] = {}
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not raw.strip():
+            raise ValueError(f"--grid {item!r}: expected key=value1,value2,…")
+        if key in grid:
+            raise ValueError(f"--grid {key}: given twice; list all its values in one --grid")
+        grid[key] = [parse_overrides([f"{key}={value.strip()}"])[key] for value in raw.split(",")]
+    return grid
+
+
 def parse_seeds(text: str) -> list[int]:
     """`0-9`, `0,1,5` or `3` → sorted unique seeds; ValueError on anything else."""
     seeds: set[int] = set()
     for part in text.split(","):
         part = part.strip()
-        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        match = re.fullmatch(r"([0-9]+)(?:-([0-9]+))?", part)  # ASCII digits only: int() also reads "٣"
         if not match:
             raise ValueError(f"seeds: cannot read {part!r} (use e.g. 0-9 or 0,1,2)")
         lo, hi = int(match[1]), int(match[2] or match[1])

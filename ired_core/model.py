@@ -10,11 +10,16 @@ Every weight carries a leading seed axis S, so S models train in one set of batc
     E  = Σ fc4(h3)²   ("vector" head, IRED's)   or   E = Linear(h3 → 1)   ("scalar")
 
 The denoiser is the energy gradient ε̂ = ∇_y E(A, y, t).
+
+A sampler chain moves only y, at one A and t, so what A and t alone fix — the time embedding, both FiLM
+projections and A's half of fc1 — can be computed once per chain (`EnsembleEnergyModel.condition`) and
+handed to every energy call of the chain; without it, each call computes its own.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +54,25 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
+@dataclass(frozen=True)
+class Conditioning:
+    """The part of E(A, y, t) that A and t alone fix, with W1 = [W1_A; W1_y] split by input rows:
+
+        c1 = W1_Aᵀ A + b1,   (g_k, b_k) = FiLM_k(temb(t)),  k = 2, 3
+        z1 = c1 + W1_yᵀ y,   z_k = (W_k h_{k−1}) ⊙ (1 + g_k) + b_k
+
+    It remembers the A and t it was made from: an energy call asked at other ones refuses it.
+    """
+
+    a: torch.Tensor
+    t: torch.Tensor
+    c1: torch.Tensor  # (S, B, h)
+    scale2: torch.Tensor  # 1 + g2
+    shift2: torch.Tensor
+    scale3: torch.Tensor
+    shift3: torch.Tensor
+
+
 class EnsembleEnergyModel(nn.Module):
     def __init__(self, config: TrainConfig, seeds: list[int]) -> None:
         super().__init__()
@@ -71,26 +95,42 @@ class EnsembleEnergyModel(nn.Module):
     def num_seeds(self) -> int:
         return len(self.seeds)
 
-    def energy(self, a: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """E_θ(A, y, t) per sample: a, y (S, B, r²), t (S, B) → (S, B)."""
-        return self._forward(a, y, t)[0]
-
-    def _forward(
-        self, a: torch.Tensor, y: torch.Tensor, t: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Energy and the activations its gradient needs."""
+    def condition(self, a: torch.Tensor, t: torch.Tensor) -> Conditioning:
+        """What E(A, ·, t) takes from A (S, B, r²) and t (S, B), for every y: see `Conditioning`."""
         temb = self.time_fc2(F.gelu(self.time_fc1(sinusoidal_embedding(t, self.time_dim))))  # (S, B, 128)
         gain2, shift2 = self.film2(temb).chunk(2, dim=-1)  # (S, B, h) each
         gain3, shift3 = self.film3(temb).chunk(2, dim=-1)
-        z1 = self.fc1(torch.cat([a, y], dim=-1))  # (S, B, h)
-        z2 = self.fc2(F.silu(z1)) * (1 + gain2) + shift2
-        z3 = self.fc3(F.silu(z2)) * (1 + gain3) + shift3
+        c1 = torch.baddbmm(self.fc1.bias, a, self.fc1.weight[:, : a.shape[-1], :])
+        return Conditioning(a, t, c1, 1 + gain2, shift2, 1 + gain3, shift3)
+
+    def energy(
+        self, a: torch.Tensor, y: torch.Tensor, t: torch.Tensor, cond: Conditioning | None = None
+    ) -> torch.Tensor:
+        """E_θ(A, y, t) per sample: a, y (S, B, r²), t (S, B) → (S, B); `cond`: `condition(a, t)`."""
+        return self._forward(a, y, t, cond)[0]
+
+    def _forward(
+        self, a: torch.Tensor, y: torch.Tensor, t: torch.Tensor, cond: Conditioning | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Energy and the activations its gradient needs."""
+        if cond is None:
+            cond = self.condition(a, t)
+        elif cond.a is not a or cond.t is not t:
+            raise ValueError("conditioning made for another A or t than the energy is asked at")
+        z1 = torch.baddbmm(cond.c1, y, self.fc1.weight[:, a.shape[-1] :, :])  # (S, B, h)
+        z2 = self.fc2(F.silu(z1)) * cond.scale2 + cond.shift2
+        z3 = self.fc3(F.silu(z2)) * cond.scale3 + cond.shift3
         out = self.fc4(F.silu(z3))  # (S, B, r²) or (S, B, 1)
         energy = out.pow(2).sum(dim=-1) if self.energy_head == "vector" else out.squeeze(-1)
-        return energy, {"z1": z1, "z2": z2, "z3": z3, "gain2": gain2, "gain3": gain3, "out": out}
+        return energy, {"z1": z1, "z2": z2, "z3": z3, "scale2": cond.scale2, "scale3": cond.scale3, "out": out}
 
     def energy_and_grad(
-        self, a: torch.Tensor, y: torch.Tensor, t: torch.Tensor, create_graph: bool = False
+        self,
+        a: torch.Tensor,
+        y: torch.Tensor,
+        t: torch.Tensor,
+        create_graph: bool = False,
+        cond: Conditioning | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(E, ∇_y E), shapes (S, B) and (S, B, r²), by the chain rule written out.
 
@@ -104,14 +144,14 @@ class EnsembleEnergyModel(nn.Module):
             ∂E/∂h_{k−1} = (∂E/∂z_k ⊙ (1 + g_k)) · W_kᵀ,   ∂E/∂y = ∂E/∂z1 · W1[y rows]ᵀ
         """
         with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
-            energy, c = self._forward(a, y, t)
+            energy, c = self._forward(a, y, t, cond)
             if self.energy_head == "vector":
                 d_h3 = torch.bmm(2 * c["out"], self.fc4.weight.transpose(1, 2))  # (S, B, h)
             else:
                 d_h3 = self.fc4.weight.transpose(1, 2).expand(-1, y.shape[1], -1)
             d_z3 = d_h3 * _silu_grad(c["z3"])
-            d_z2 = torch.bmm(d_z3 * (1 + c["gain3"]), self.fc3.weight.transpose(1, 2)) * _silu_grad(c["z2"])
-            d_z1 = torch.bmm(d_z2 * (1 + c["gain2"]), self.fc2.weight.transpose(1, 2)) * _silu_grad(c["z1"])
+            d_z2 = torch.bmm(d_z3 * c["scale3"], self.fc3.weight.transpose(1, 2)) * _silu_grad(c["z2"])
+            d_z1 = torch.bmm(d_z2 * c["scale2"], self.fc2.weight.transpose(1, 2)) * _silu_grad(c["z1"])
             w1_y = self.fc1.weight[:, a.shape[-1] :, :]  # (S, r², h): the rows that multiply y
             grad = torch.bmm(d_z1, w1_y.transpose(1, 2))  # (S, B, r²)
         return energy, grad

@@ -1,9 +1,11 @@
 """Render a `Comparison` as an aligned terminal table, markdown, or CSV.
 
 Text and markdown show the columns a reader needs to judge a config (n, mean, sd, CI, Δ% and its
-bootstrap CI, Welch and Mann-Whitney p, Hedges g, Holm p with significance marks), then the ablation
-steps, the plan's success level and the notes. CSV holds every field of every row at full precision,
-one row per config, in the order of `CSV_COLUMNS`.
+bootstrap CI, Welch and Mann-Whitney p, Hedges g, Holm p with significance marks), and, when the
+comparison has them, the held-out standard error, the paired tests by seed and the failed runs; then
+the ablation steps, the plan's success level (with its baseline and the configs that failed) and the
+notes. CSV holds every field of every row at full precision, one row per config, in the order of
+`CSV_COLUMNS`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import Literal
 
-from ired_core.stats import AblationStep, Comparison, ConfigRow
+from ired_core.stats import AblationStep, Comparison, ConfigRow, SuccessLevel
 
 ReportFormat = Literal["text", "markdown", "csv"]
 MISSING = "n/a"
@@ -49,39 +51,48 @@ def _holm_cell(row: ConfigRow) -> str:
     return MISSING if row.holm_p is None else f"{row.holm_p:.3g} {significance_marks(row.holm_p)}".rstrip()
 
 
+def _paired_holm_cell(row: ConfigRow) -> str:
+    if row.is_baseline:
+        return "baseline"
+    p = row.paired_holm_p
+    return MISSING if p is None else f"{p:.3g} {significance_marks(p)}".rstrip()
+
+
+def _failed_cell(row: ConfigRow) -> str:
+    return f"{row.runs_failed} of {row.n + row.runs_failed}" if row.runs_failed else "0"
+
+
 def comparison_table(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
-    """Headers and string cells of the per-config table."""
+    """Headers and string cells of the per-config table; optional columns only when some row has them."""
     level = f"{100 * (1 - comparison.alpha):g}%"
-    headers = [
-        "config",
-        "n",
-        "mean",
-        "sd",
-        f"{level} CI",
-        "Δ%",
-        f"Δ% {level} CI",
-        "Welch p",
-        "MW p",
-        "Hedges g",
-        "Holm p",
+    rows = comparison.rows
+    columns: list[tuple[str, Callable[[ConfigRow], str]]] = [
+        ("config", lambda row: row.name),
+        ("n", lambda row: str(row.n)),
+        ("mean", lambda row: _fmt(row.mean, ".6g")),
     ]
-    rows = [
-        [
-            row.name,
-            str(row.n),
-            _fmt(row.mean, ".6g"),
-            _fmt(row.sd, ".3g"),
-            _interval(row.ci_low, row.ci_high, ".6g"),
-            _fmt(row.delta_pct, "+.2f"),
-            _interval(row.delta_pct_ci_low, row.delta_pct_ci_high, "+.2f"),
-            _fmt(row.welch_p, ".3g"),
-            _fmt(row.mannwhitney_p, ".3g"),
-            _fmt(row.hedges_g, "+.2f"),
-            _holm_cell(row),
+    if any(row.held_out_se is not None for row in rows):
+        columns.append(("held-out SE", lambda row: "≤ " + _fmt(row.held_out_se, ".2g") if row.held_out_se else MISSING))
+    columns += [
+        ("sd", lambda row: _fmt(row.sd, ".3g")),
+        (f"{level} CI", lambda row: _interval(row.ci_low, row.ci_high, ".6g")),
+        ("Δ%", lambda row: _fmt(row.delta_pct, "+.2f")),
+        (f"Δ% {level} CI", lambda row: _interval(row.delta_pct_ci_low, row.delta_pct_ci_high, "+.2f")),
+        ("Welch p", lambda row: _fmt(row.welch_p, ".3g")),
+        ("MW p", lambda row: _fmt(row.mannwhitney_p, ".3g")),
+        ("Hedges g", lambda row: _fmt(row.hedges_g, "+.2f")),
+        ("Holm p", _holm_cell),
+    ]
+    if any(row.paired_n for row in rows):
+        columns += [
+            ("pairs", lambda row: str(row.paired_n) if row.paired_n else MISSING),
+            ("paired t p", lambda row: _fmt(row.paired_p, ".3g")),
+            ("Wilcoxon p", lambda row: _fmt(row.wilcoxon_p, ".3g")),
+            ("paired Holm p", _paired_holm_cell),
         ]
-        for row in comparison.rows
-    ]
-    return headers, rows
+    if any(row.runs_failed for row in rows):
+        columns.append(("failed", _failed_cell))
+    return [name for name, _ in columns], [[cell(row) for _, cell in columns] for row in rows]
 
 
 def ablation_table(steps: Sequence[AblationStep]) -> tuple[list[str], list[list[str]]]:
@@ -109,17 +120,30 @@ def _header_line(comparison: Comparison) -> str:
     )
 
 
-def success_lines(comparison: Comparison) -> list[str]:
-    """The plan's success level, from point estimates and from Holm-significant evidence."""
-    success = comparison.success
+def _level_lines(comparison: Comparison, success: SuccessLevel, full: str) -> list[str]:
     gain = success.q204_better_pct
-    how_much = "" if gain is None else f" (Q-204 {abs(gain):.2f}% {'better' if gain >= 0 else 'worse'})"
+    how_much = "" if gain is None else f" ({full} {abs(gain):.2f}% {'better' if gain >= 0 else 'worse'})"
     verdict = "yes" if success.significant else "no"
-    return [
+    lines = [
         f"level: {success.level}{how_much}",
         f"significant at Holm p < {comparison.alpha:g}: {verdict} "
         f"(level supported by significant configs alone: {success.significant_level})",
+        f"against: {success.baseline or comparison.baseline.describe()}",
     ]
+    if success.failed_configs:
+        lines.append(f"failed, counted as no improvement: {', '.join(success.failed_configs)}")
+    return lines
+
+
+def success_lines(comparison: Comparison) -> list[str]:
+    """The plan's success level, from point estimates and from Holm-significant evidence; then the same
+    for the stabilised arms when the comparison shows them."""
+    lines = _level_lines(comparison, comparison.success, "Q-204")
+    stabilised = comparison.stabilised_success
+    if stabilised is not None:
+        lines.append(f"with the stabilised arms ({', '.join(stabilised.arms[1:])}):")
+        lines += ["  " + line for line in _level_lines(comparison, stabilised, "Q-204s")]
+    return lines
 
 
 def report_notes(comparison: Comparison) -> list[str]:
@@ -127,7 +151,8 @@ def report_notes(comparison: Comparison) -> list[str]:
     notes = list(comparison.notes)
     notes += [f"{row.name}: {note}" for row in comparison.rows for note in row.notes]
     notes += [f"{step.config} vs {step.reference}: {note}" for step in comparison.ablation for note in step.notes]
-    return notes + list(comparison.success.notes)
+    stabilised = comparison.stabilised_success
+    return notes + list(comparison.success.notes) + (list(stabilised.notes) if stabilised else [])
 
 
 def _text_table(headers: list[str], rows: list[list[str]]) -> list[str]:

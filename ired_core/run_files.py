@@ -23,6 +23,10 @@ from ired_core.configs import TrainConfig, config_hash
 if TYPE_CHECKING:  # the paths need no torch: the job server computes them without importing it
     from ired_core.trainer import MetricsEvent, SeedOutcome, Trainer
 
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+RESULT_FILE = "result.json"
+
 
 def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
@@ -89,7 +93,7 @@ class JobDirectory:
             directory = self.seed_dir(seed)
             directory.mkdir(parents=True, exist_ok=True)
             _write_json_atomic(
-                directory / "config.json",
+                directory / CONFIG_FILE,
                 {
                     "preset": self.config.name,
                     "overrides": overrides,
@@ -104,7 +108,7 @@ class JobDirectory:
                     "started_at": datetime.now(UTC).isoformat(),
                 },
             )
-            self._trim_metrics(directory / "metrics.jsonl", trainer.step)
+            self._trim_metrics(directory / METRICS_FILE, trainer.step)
 
     @staticmethod
     def _trim_metrics(path: Path, last_step: int) -> None:
@@ -115,13 +119,13 @@ class JobDirectory:
 
     def append_metrics(self, event: MetricsEvent) -> None:
         for seed, values in event.per_seed.items():
-            with (self.seed_dir(seed) / "metrics.jsonl").open("a") as handle:
+            with (self.seed_dir(seed) / METRICS_FILE).open("a") as handle:
                 handle.write(json.dumps({"step": event.step, **values}) + "\n")
 
     def finish(self, outcomes: Sequence[SeedOutcome]) -> None:
         for outcome in outcomes:
             _write_json_atomic(
-                self.seed_dir(outcome.seed) / "result.json",
+                self.seed_dir(outcome.seed) / RESULT_FILE,
                 {
                     "config": self.config.name,
                     "config_hash": config_hash(self.config),
@@ -130,6 +134,7 @@ class JobDirectory:
                     "step": outcome.step,
                     "metrics": outcome.final_metrics,
                     "error": outcome.error,
+                    "divergence": outcome.divergence.to_dict() if outcome.divergence is not None else None,
                     "tags": self.tags,
                     "finished_at": datetime.now(UTC).isoformat(),
                 },

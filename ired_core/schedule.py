@@ -79,6 +79,22 @@ def q_sample(y0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, schedule: D
     return extract(schedule.sqrt_alphas_cumprod, t) * y0 + extract(schedule.sqrt_one_minus, t) * noise
 
 
+def energy_temperature(kind: str, t: torch.Tensor, schedule: DiffusionSchedule) -> torch.Tensor:
+    """τ_t of the model density p_θ(y | A, t) ∝ exp(−E/τ_t), per sample: t (…) → (…).
+
+    unit:     τ_t = 1, the plan's choice.
+    sigma_t:  τ_t = √(1 − ᾱ_t). Denoising makes ∇E = ε̂ ≈ −√(1−ᾱ_t)·∇ log p_t, so E ≈ −τ_t log p_t + c:
+              exp(−E/τ_t) is the noisy-data density p_t itself, and chains at that temperature sample
+              what the positives are drawn from. At unit temperature they sample p_t^{τ_t}, a hotter
+              density, so E⁻ − E⁺ stays positive even for a perfect model and CD never stops pushing.
+    """
+    if kind == "unit":
+        return torch.ones_like(t, dtype=schedule.sqrt_one_minus.dtype)
+    if kind == "sigma_t":
+        return schedule.sqrt_one_minus[t]
+    raise ValueError(f"unknown energy_temperature {kind!r}; valid: unit, sigma_t")
+
+
 def energy_weight(step: int, total_steps: int, max_weight: float, warmup_frac: float) -> float:
     """w(step): linear ramp 0 → max_weight over the first warmup_frac of training, then flat."""
     warmup_steps = warmup_frac * total_steps

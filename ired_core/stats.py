@@ -23,6 +23,23 @@ Degenerate inputs answer with None and a note, never with an invented number:
 - identical groups with spread give t = 0 and p = 1, as the formulas say.
 
 Bootstrap intervals are seeded (same inputs → same interval) and vectorised.
+
+Paired tests by seed. Runs with the same seed share their initial weights and their data stream
+across configs, so when the baseline is a config with raw values per seed, each config is also
+compared seed by seed: the paired t-test (`scipy.stats.ttest_rel`) and the Wilcoxon signed-rank test
+(`scipy.stats.wilcoxon`) on the differences x_s − b_s over the seeds both have, Holm-adjusted over the
+same family of configs as the unpaired tests. They gain power when the seeds' values are correlated
+across configs (docs/dashboard.md says when that holds).
+
+Held-out uncertainty. Each run's val_mse is a mean over the held-out samples; its standard error
+sd(per-sample errors)/√N is what another held-out set of the same size could change. For a config's
+mean over seeds evaluated on one shared set, the held-out standard error is at most the mean of the
+seeds' standard errors (equal when the seeds' errors are perfectly correlated), and that bound is
+reported. Against a baseline evaluated on the same set it largely cancels; against a number measured
+on another set it does not.
+
+Failed runs (ired_core.failures) are shown per config, and a config with failed runs never counts
+towards the plan's success level: a setting that diverges on some seeds has not succeeded.
 """
 
 from __future__ import annotations
@@ -37,21 +54,34 @@ import numpy as np
 from scipy import stats
 
 from ired_core.configs import canonical_preset
+from ired_core.failures import FailedRuns
 
 PLAN_BASELINE_MSE = 0.0096761
 """The plan's baseline: one 100k-step run of IRED without negative mining."""
+MEASURED_ELSEWHERE = "measured elsewhere, on another held-out set"
+MEASURED_HERE = "measured here, on the same held-out set"
+IN_HOUSE_BASELINE = "q100_denoise_only"
+"""The plan's 'IRED without negative mining', trained here: the default baseline when it has results."""
+AUTO_BASELINE = "auto"
+"""The baseline name that picks IN_HOUSE_BASELINE when it has results, else the plan's number."""
 
 BaselineKind = Literal["constant", "summary", "values"]
 SuccessName = Literal["none", "minimum", "moderate", "maximum"]
 
 Q201, Q202, Q203, Q204 = "q201_dcd_baseline", "q202_dcd_cdloss", "q203_dcd_replay", "q204_dcd_full"
 PLAN_CONFIGS = (Q201, Q202, Q203, Q204)
+Q202S, Q203S, Q204S = "q202s_cd_stable", "q203s_replay_stable", "q204s_full_stable"
+STABILISED_CONFIGS = (Q201, Q202S, Q203S, Q204S)
+"""The plan's ablation with Q-202…Q-204 replaced by their stabilised presets (docs/stability.md)."""
 """The plan's four ablation configs, by canonical preset stem (callers resolve aliases first)."""
 
 ABLATION_PAIRS = (
     (Q202, Q201, "CD loss + Langevin"),
     (Q203, Q202, "replay buffer"),
     (Q204, Q203, "residual filter + energy schedule"),
+    (Q202S, Q201, "stabilised CD + Langevin"),
+    (Q203S, Q202S, "replay buffer (stabilised)"),
+    (Q204S, Q203S, "residual filter + energy schedule (stabilised)"),
 )
 """(config, reference, component the config adds on top of the reference)."""
 
@@ -115,26 +145,32 @@ class Baseline:
     sd: float | None = None
     n: int | None = None
     values: tuple[float, ...] | None = None
+    seeds: tuple[int, ...] | None = None  # the seed of each value, when known: enables the paired tests
+    origin: str | None = None  # where it was measured, e.g. MEASURED_ELSEWHERE
 
     @classmethod
-    def constant(cls, name: str, value: float) -> Baseline:
+    def constant(cls, name: str, value: float, origin: str | None = None) -> Baseline:
         """A single reference number with no spread."""
-        return cls(name=name, kind="constant", mean=float(_finite_array(name, [value])[0]))
+        return cls(name=name, kind="constant", mean=float(_finite_array(name, [value])[0]), origin=origin)
 
     @classmethod
-    def summary(cls, name: str, mean: float, sd: float, n: int) -> Baseline:
+    def summary(cls, name: str, mean: float, sd: float, n: int, origin: str | None = None) -> Baseline:
         """A reference known only by its mean, sample sd (ddof = 1) and number of runs."""
         mean, sd = (float(v) for v in _finite_array(name, [mean, sd]))
         if sd < 0 or n < 1 or int(n) != n:
             raise ValueError(f"{name}: a summary baseline needs sd ≥ 0 and an integer n ≥ 1")
-        return cls(name=name, kind="summary", mean=mean, sd=sd, n=int(n))
+        return cls(name=name, kind="summary", mean=mean, sd=sd, n=int(n), origin=origin)
 
     @classmethod
-    def from_values(cls, name: str, values: Sequence[float]) -> Baseline:
-        """A reference given by its raw values (another config or tag)."""
+    def from_values(
+        cls, name: str, values: Sequence[float], seeds: Sequence[int] | None = None, origin: str | None = None
+    ) -> Baseline:
+        """A reference given by its raw values (another config or tag), with their seeds when known."""
         array = _finite_array(name, values)
         if array.size == 0:
             raise ValueError(f"{name}: a baseline needs at least one value")
+        if seeds is not None and len(seeds) != array.size:
+            raise ValueError(f"{name}: {len(seeds)} seeds for {array.size} values")
         return cls(
             name=name,
             kind="values",
@@ -142,21 +178,24 @@ class Baseline:
             sd=_sample_sd(array),
             n=int(array.size),
             values=tuple(float(v) for v in array),
+            seeds=None if seeds is None else tuple(int(s) for s in seeds),
+            origin=origin,
         )
 
     def describe(self) -> str:
-        """One line naming the baseline and its numbers."""
+        """One line naming the baseline, its numbers and where it was measured."""
+        where = f", {self.origin}" if self.origin else ""
         if self.kind == "constant":
-            return f"{self.name} (constant {self.mean:.8g})"
+            return f"{self.name} (constant {self.mean:.8g}{where})"
         sd = "n/a" if self.sd is None else f"{self.sd:.3g}"
-        return f"{self.name} ({self.kind}: mean {self.mean:.8g}, sd {sd}, n {self.n})"
+        return f"{self.name} ({self.kind}: mean {self.mean:.8g}, sd {sd}, n {self.n}{where})"
 
 
 BUILTIN_BASELINES: Mapping[str, Baseline] = MappingProxyType(
     {
-        "plan": Baseline.constant("plan", PLAN_BASELINE_MSE),
-        "lab10": Baseline.summary("lab10", 0.00969245, 0.0000227, 10),
-        "ired_published": Baseline.summary("ired_published", 0.00977702, 0.0000245, 10),
+        "plan": Baseline.constant("plan", PLAN_BASELINE_MSE, origin=MEASURED_ELSEWHERE),
+        "lab10": Baseline.summary("lab10", 0.00969245, 0.0000227, 10, origin=MEASURED_ELSEWHERE),
+        "ired_published": Baseline.summary("ired_published", 0.00977702, 0.0000245, 10, origin=MEASURED_ELSEWHERE),
     }
 )
 """SPEC §4's references: the plan's number, the lab's 10-seed rerun, the published IRED setting."""
@@ -172,6 +211,28 @@ def baseline_config(name: str) -> str | None:
     except ValueError:
         builtin = ", ".join(BUILTIN_BASELINES)
         raise ValueError(f"{name!r} is neither a built-in baseline ({builtin}) nor a config such as q201") from None
+
+
+def choose_baseline(
+    name: str,
+    values: Mapping[str, Sequence[float]],
+    seeds: Mapping[str, Sequence[int]] | None = None,
+    metric: str = "val_mse",
+) -> Baseline:
+    """The baseline `name` names among results grouped by config (or setting label):
+
+    `auto` → the in-house q100 runs when `values` has them, else the plan's number; a built-in name →
+    that constant or summary; a config (any alias) or a group label → its values, paired by `seeds`.
+    ValueError when the name is unknown or its config has no values.
+    """
+    if name == AUTO_BASELINE:
+        name = IN_HOUSE_BASELINE if values.get(IN_HOUSE_BASELINE) else "plan"
+    if name in BUILTIN_BASELINES:
+        return BUILTIN_BASELINES[name]
+    config = name if name in values else baseline_config(name)
+    if not values.get(config):
+        raise ValueError(f"config {config} has no succeeded {metric} results")
+    return Baseline.from_values(config, values[config], (seeds or {}).get(config), origin=MEASURED_HERE)
 
 
 def builtin_baseline(name: str) -> Baseline:
@@ -300,9 +361,7 @@ def _tests_vs_summary(desc: Description, baseline: Baseline) -> BaselineTests:
     """
     if desc.sd == 0 and baseline.sd == 0:
         return BaselineTests(notes=("zero variance in both groups: the t statistics are undefined",))
-    moments = dict(
-        mean1=desc.mean, std1=desc.sd, nobs1=desc.n, mean2=baseline.mean, std2=baseline.sd, nobs2=baseline.n
-    )
+    moments = dict(mean1=desc.mean, std1=desc.sd, nobs1=desc.n, mean2=baseline.mean, std2=baseline.sd, nobs2=baseline.n)
     welch = stats.ttest_ind_from_stats(**moments, equal_var=False)
     student = stats.ttest_ind_from_stats(**moments, equal_var=True)
     return BaselineTests(
@@ -337,6 +396,55 @@ def baseline_tests(values: np.ndarray, desc: Description, baseline: Baseline) ->
     return _tests_vs_values(values, desc, baseline)
 
 
+@dataclass(frozen=True)
+class PairedTests:
+    """One sample against a baseline seed by seed; None where the tests do not apply."""
+
+    n: int = 0
+    mean_difference: float | None = None
+    t: float | None = None
+    p: float | None = None
+    wilcoxon_p: float | None = None
+    notes: tuple[str, ...] = ()
+
+
+def paired_tests(values: Sequence[float], seeds: Sequence[int], baseline: Baseline) -> PairedTests:
+    """Paired t and Wilcoxon signed-rank tests of d_s = x_s − b_s over the seeds both sides have.
+
+    t = d̄ / (s_d/√n), df = n − 1 (scipy.stats.ttest_rel); Wilcoxon two-sided on the d_s
+    (scipy.stats.wilcoxon, exact for small n without ties). Needs a baseline with seeds and n ≥ 2 pairs.
+    """
+    if baseline.seeds is None or baseline.values is None:
+        return PairedTests()
+    by_seed = dict(zip(baseline.seeds, baseline.values, strict=True))
+    pairs = [(x, by_seed[s]) for x, s in zip(values, seeds, strict=True) if s in by_seed]
+    if len(pairs) < 2:
+        return PairedTests(n=len(pairs), notes=(f"{len(pairs)} seed(s) in common with the baseline: no paired tests",))
+    x, b = (np.array(side, dtype=np.float64) for side in zip(*pairs, strict=True))
+    differences = x - b
+    if _zero_variance(differences):
+        note = "the seed-by-seed differences are all equal: the paired tests are undefined"
+        return PairedTests(n=len(pairs), mean_difference=float(differences.mean()), notes=(note,))
+    t_test = stats.ttest_rel(x, b)
+    wilcoxon_p = None
+    if np.any(differences != 0):
+        wilcoxon_p = _float_or_none(stats.wilcoxon(x, b).pvalue)
+    return PairedTests(
+        n=len(pairs),
+        mean_difference=float(differences.mean()),
+        t=_float_or_none(t_test.statistic),
+        p=_float_or_none(t_test.pvalue),
+        wilcoxon_p=wilcoxon_p,
+    )
+
+
+def held_out_standard_error(per_seed: Sequence[float]) -> float | None:
+    """The held-out standard error of a mean over seeds sharing one held-out set: at most the mean of
+    the seeds' own standard errors (Minkowski), which is what is returned; None without values."""
+    array = np.asarray([v for v in per_seed if v is not None and math.isfinite(v)], dtype=np.float64)
+    return float(array.mean()) if array.size else None
+
+
 # ---------------------------------------------------------------------------------------------
 # family-wise correction and bootstrap
 
@@ -358,10 +466,32 @@ def holm_adjust(p_values: Sequence[float | None]) -> list[float | None]:
     return adjusted
 
 
+BOOTSTRAP_CHUNK_INDICES = 1 << 20
+"""Resample indices drawn at once (8 MiB, plus as many gathered values): the bootstrap's working memory
+whatever n is. Below this many indices in all (n·B ≤ 2²⁰, e.g. n ≤ 104 at B = 10,000) one draw makes
+them, exactly as an unchunked bootstrap would; numpy's stream continues across the chunks, so the
+numbers are the same for every n tried (tests/ired_core/test_stats.py pins it)."""
+BOOTSTRAP_EXACT_MAX_N = 10_000
+"""Up to this many values the resample means are computed from resamples; above it they are drawn
+from their limit N(x̄, σ̂²/n) (σ̂: the plug-in sd, ddof = 0), so that time stays O(n + B) however
+many results are stored. The gap between the two is a skewness term γ·(z² − 1)/(6√n) in sd units
+(Edgeworth): at n > 10,000 under 0.005·γ, below the Monte-Carlo error of the 2.5% quantile of
+10,000 resamples (≈ 0.027) for any skewness |γ| ≤ 5."""
+
+
 def _bootstrap_means(values: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """Means of `n_resamples` resamples with replacement, shape (n_resamples,)."""
-    indices = rng.integers(0, values.size, size=(n_resamples, values.size))  # (B, n)
-    return values[indices].mean(axis=1)
+    """Means of `n_resamples` resamples with replacement, shape (n_resamples,), in O(chunk) memory."""
+    n = values.size
+    if n > BOOTSTRAP_EXACT_MAX_N:
+        sd = float(np.std(values))  # the resampled population is the sample itself: ddof = 0
+        return rng.normal(float(values.mean()), sd / math.sqrt(n), size=n_resamples)
+    means = np.empty(n_resamples, dtype=np.float64)
+    rows = max(1, BOOTSTRAP_CHUNK_INDICES // n)
+    for start in range(0, n_resamples, rows):
+        stop = min(start + rows, n_resamples)
+        indices = rng.integers(0, n, size=(stop - start, n))  # (rows, n), never (B, n)
+        means[start:stop] = values[indices].mean(axis=1)
+    return means
 
 
 def bootstrap_delta_pct_ci(
@@ -372,6 +502,7 @@ def bootstrap_delta_pct_ci(
     x̄* resamples the config's values; b̄* resamples the baseline's raw values when it has them, else
     it is the baseline mean held fixed (constant or summary baseline). Seeded with `seed`, so the same
     inputs give the same interval. None for fewer than 2 values or a non-finite Δ% (baseline mean 0).
+    Memory is O(n + B) and time O(min(n, BOOTSTRAP_EXACT_MAX_N)·B) (see `_bootstrap_means`).
     """
     if values.size < 2:
         return None
@@ -426,14 +557,32 @@ class ConfigRow:
     holm_p: float | None
     is_baseline: bool
     notes: tuple[str, ...]
+    held_out_se: float | None = None
+    paired_n: int = 0
+    paired_t: float | None = None
+    paired_p: float | None = None
+    wilcoxon_p: float | None = None
+    paired_holm_p: float | None = None
+    runs_failed: int = 0
+    failure: str | None = None
 
 
 def _config_row(
-    name: str, values: np.ndarray, baseline: Baseline, *, alpha: float, n_resamples: int, seed: int
+    name: str,
+    values: np.ndarray,
+    baseline: Baseline,
+    *,
+    seeds: Sequence[int] | None,
+    held_out_se: float | None,
+    failed: FailedRuns | None,
+    alpha: float,
+    n_resamples: int,
+    seed: int,
 ) -> ConfigRow:
-    """Describe one config and test it against the baseline (Holm p is filled in by `compare`)."""
+    """Describe one config and test it against the baseline (Holm p values are filled in by `compare`)."""
     desc = describe(values, alpha)
     is_baseline = baseline.kind == "values" and name == baseline.name
+    paired = PairedTests()
     if is_baseline or desc.mean is None:
         tests = BaselineTests(notes=("this is the baseline",) if is_baseline else ("no values",))
         delta = delta_pct = ci = None
@@ -442,6 +591,8 @@ def _config_row(
         delta = desc.mean - baseline.mean
         delta_pct = _delta_pct(delta, baseline.mean)
         ci = bootstrap_delta_pct_ci(values, baseline, alpha=alpha, n_resamples=n_resamples, seed=seed)
+        if seeds is not None:
+            paired = paired_tests(values.tolist(), seeds, baseline)
     test_fields = {k: v for k, v in asdict(tests).items() if k != "notes"}
     return ConfigRow(
         name=name,
@@ -453,7 +604,14 @@ def _config_row(
         **test_fields,
         holm_p=None,
         is_baseline=is_baseline,
-        notes=tests.notes,
+        notes=tests.notes + paired.notes + ((f"failed: {failed.describe()}",) if failed else ()),
+        held_out_se=held_out_se,
+        paired_n=paired.n,
+        paired_t=paired.t,
+        paired_p=paired.p,
+        wilcoxon_p=paired.wilcoxon_p,
+        runs_failed=failed.count if failed else 0,
+        failure=failed.describe() if failed else None,
     )
 
 
@@ -512,17 +670,20 @@ class SuccessLevel:
     significant_level: SuccessName
     q204_better_pct: float | None
     notes: tuple[str, ...]
+    baseline: str = ""  # the baseline the level was measured against, as `Baseline.describe` says it
+    failed_configs: tuple[str, ...] = ()  # plan configs with failed runs: they count as no improvement
+    arms: tuple[str, ...] = PLAN_CONFIGS  # the four configs judged: the originals, or the stabilised arms
 
 
 def _improves(row: ConfigRow, alpha: float | None) -> bool:
-    """Mean below the baseline (Δ% < 0), and Holm p < alpha when `alpha` is given."""
-    better = row.delta_pct is not None and row.delta_pct < 0
+    """Mean below the baseline (Δ% < 0), no failed run, and Holm p < alpha when `alpha` is given."""
+    better = row.delta_pct is not None and row.delta_pct < 0 and row.runs_failed == 0
     return better and (alpha is None or (row.holm_p is not None and row.holm_p < alpha))
 
 
-def _level(rows: Sequence[ConfigRow], alpha: float | None) -> SuccessName:
-    """The highest level whose rule holds (see `success_level`)."""
-    q204 = next((r for r in rows if r.name == Q204 and _improves(r, alpha)), None)
+def _level(rows: Sequence[ConfigRow], full: str, alpha: float | None) -> SuccessName:
+    """The highest level whose rule holds (see `success_level`); `full` is the arm in Q-204's place."""
+    q204 = next((r for r in rows if r.name == full and _improves(r, alpha)), None)
     if q204 is not None and -q204.delta_pct >= MAXIMUM_GAIN_PCT:
         return "maximum"
     if q204 is not None and -q204.delta_pct >= MODERATE_GAIN_PCT:
@@ -530,10 +691,17 @@ def _level(rows: Sequence[ConfigRow], alpha: float | None) -> SuccessName:
     return "minimum" if any(_improves(r, alpha) for r in rows) else "none"
 
 
-def success_level(rows: Sequence[ConfigRow], alpha: float = 0.05) -> SuccessLevel:
+def success_level(
+    rows: Sequence[ConfigRow],
+    alpha: float = 0.05,
+    baseline: Baseline | None = None,
+    arms: Sequence[str] = PLAN_CONFIGS,
+) -> SuccessLevel:
     """The plan's success criteria, measured against the comparison's baseline.
 
-    Only the plan's configs (Q-201…Q-204) count, and never the baseline's own row.
+    Only the four `arms` count (the plan's Q-201…Q-204, or STABILISED_CONFIGS, whose last arm then
+    stands in Q-204's place), never the baseline's own row, and never a config with failed (diverged or
+    errored) runs: each of those is named in `failed_configs` and in a note.
     better% = −Δ% = 100·(b̄ − x̄)/b̄.
 
     - "maximum":  Q-204 is ≥ 3% better. The plan says 3–5%; above 5% is still "maximum", with a note
@@ -546,21 +714,33 @@ def success_level(rows: Sequence[ConfigRow], alpha: float = 0.05) -> SuccessLeve
     only when its Holm-adjusted p < alpha (H0: equal means, two-sided; the 1% / 3% thresholds apply to
     the point estimate). `significant` is True when `level` is not "none" and equals `significant_level`.
     """
-    plan_rows = [r for r in rows if r.name in PLAN_CONFIGS and not r.is_baseline]
-    level, significant_level = _level(plan_rows, None), _level(plan_rows, alpha)
-    q204 = next((r for r in plan_rows if r.name == Q204), None)
+    full = arms[-1]
+    label = {Q204: "Q-204", Q204S: "Q-204s"}.get(full, full)
+    plan_rows = [r for r in rows if r.name in arms and not r.is_baseline]
+    level, significant_level = _level(plan_rows, full, None), _level(plan_rows, full, alpha)
+    q204 = next((r for r in plan_rows if r.name == full), None)
     better_pct = None if q204 is None or q204.delta_pct is None else -q204.delta_pct
     notes = []
     if q204 is None or q204.mean is None:
-        notes.append("Q-204 is absent, empty or the baseline itself: moderate and maximum cannot be assessed")
+        notes.append(f"{label} is absent, empty or the baseline itself: moderate and maximum cannot be assessed")
     if better_pct is not None and better_pct > PLAN_MAXIMUM_UPPER_PCT:
-        notes.append(f"Q-204 is {better_pct:.2f}% better, above the plan's 3–5%: check the baseline setting")
+        notes.append(f"{label} is {better_pct:.2f}% better, above the plan's 3–5%: check the baseline setting")
+    failed = [r for r in plan_rows if r.runs_failed]
+    notes += [f"{r.name} has failed runs ({r.runs_failed}): it counts as no improvement" for r in failed]
+    if baseline is not None and baseline.origin == MEASURED_ELSEWHERE:
+        notes.append(
+            f"the baseline was {MEASURED_ELSEWHERE}: held-out-set differences (0.35% between two 4,096 "
+            "sets at rank 20) add to Δ; train the baseline here (q100, same tag) for a fair comparison"
+        )
     return SuccessLevel(
         level=level,
         significant=level != "none" and level == significant_level,
         significant_level=significant_level,
         q204_better_pct=better_pct,
         notes=tuple(notes),
+        baseline=baseline.describe() if baseline is not None else "",
+        failed_configs=tuple(r.name for r in failed),
+        arms=tuple(arms),
     )
 
 
@@ -579,6 +759,7 @@ class Comparison:
     ablation: tuple[AblationStep, ...]
     success: SuccessLevel
     notes: tuple[str, ...]
+    stabilised_success: SuccessLevel | None = None  # the same criteria for STABILISED_CONFIGS, when any is shown
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (NaN and ±inf become None, tuples become lists)."""
@@ -605,6 +786,9 @@ def compare(
     baseline: Baseline,
     *,
     metric: str = "val_mse",
+    seeds: Mapping[str, Sequence[int]] | None = None,
+    held_out_se: Mapping[str, Sequence[float]] | None = None,
+    failures: Mapping[str, FailedRuns] | None = None,
     alpha: float = 0.05,
     n_resamples: int = 10_000,
     seed: int = 0,
@@ -620,18 +804,37 @@ def compare(
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
     samples = {name: _finite_array(name, v) for name, v in values.items()}
+    seeds, held_out_se, failures = seeds or {}, held_out_se or {}, failures or {}
     rows = [
-        _config_row(name, sample, baseline, alpha=alpha, n_resamples=n_resamples, seed=seed)
+        _config_row(
+            name,
+            sample,
+            baseline,
+            seeds=seeds.get(name),
+            held_out_se=held_out_standard_error(held_out_se.get(name, ())),
+            failed=failures.get(name),
+            alpha=alpha,
+            n_resamples=n_resamples,
+            seed=seed,
+        )
         for name, sample in samples.items()
     ]
     holm = holm_adjust([row.welch_p for row in rows])
-    rows = [replace(row, holm_p=p) for row, p in zip(rows, holm, strict=True)]
+    paired_holm = holm_adjust([row.paired_p for row in rows])
+    rows = [
+        replace(row, holm_p=p, paired_holm_p=paired_p) for row, p, paired_p in zip(rows, holm, paired_holm, strict=True)
+    ]
     return Comparison(
         metric=metric,
         alpha=alpha,
         baseline=baseline,
         rows=tuple(rows),
         ablation=ablation_steps(samples, alpha),
-        success=success_level(rows, alpha),
+        success=success_level(rows, alpha, baseline),
         notes=_baseline_notes(baseline),
+        stabilised_success=(
+            success_level(rows, alpha, baseline, STABILISED_CONFIGS)
+            if any(row.name in STABILISED_CONFIGS[1:] for row in rows)
+            else None
+        ),
     )

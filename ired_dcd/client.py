@@ -78,8 +78,37 @@ class Client:
             body["slurm"] = dict(slurm)
         return self._request("POST", "/jobs", json=body)
 
+    def sweep(
+        self,
+        config: str,
+        grid: Mapping[str, Iterable[Any]],
+        seeds: Iterable[int] | Mapping[str, int],
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        priority: int = 5,
+        tags: Iterable[str] = (),
+    ) -> dict[str, Any]:
+        """Submit a sweep: one job per combination of the grid's values, each over every seed."""
+        body: dict[str, Any] = {
+            "config": config,
+            "grid": {name: list(values) for name, values in grid.items()},
+            "seeds": dict(seeds) if isinstance(seeds, Mapping) else list(seeds),
+            "overrides": dict(overrides or {}),
+            "priority": priority,
+            "tags": list(tags),
+        }
+        return self._request("POST", "/sweeps", json=body)
+
+    def sweep_status(self, sweep_id: int, **params: str) -> dict[str, Any]:
+        """GET /sweeps/{id}: progress, points and their comparison (params: baseline, metric)."""
+        return self._request("GET", f"/sweeps/{sweep_id}", params=params)
+
+    def cancel_sweep(self, sweep_id: int) -> dict[str, Any]:
+        return self._request("POST", f"/sweeps/{sweep_id}/cancel")
+
     def jobs(self, **filters: Any) -> dict[str, Any]:
-        """`{"data": [...], "count": n}`; filters: state, config, owner, tag, offset, limit."""
+        """`{"data": [...], "count": n}`, each job summarised (its runs counted per state); filters: state,
+        config, owner, tag, offset, limit; view=full lists every job with its config and runs."""
         return self._request("GET", "/jobs", params={k: v for k, v in filters.items() if v is not None})
 
     def job(self, job_id: int) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""SQLAlchemy models: users, jobs (one per submission), runs (one per seed), metrics, artifacts.
+"""SQLAlchemy models: users, sweeps, jobs (one per submission), runs (one per seed), metrics, artifacts.
 
 States are stored as short strings and changed only through `ired_dcd.states`. Times are UTC and
 come back timezone-aware from every database. JSON columns are JSONB on Postgres.
@@ -82,6 +82,12 @@ class User(Base):
     token_hash: Mapped[str | None] = mapped_column(String(128), unique=True)
     token_issued_at: Mapped[datetime | None] = mapped_column(comment="when the current token was issued")
     revoked_at: Mapped[datetime | None] = mapped_column(comment="when the last token was revoked")
+    gpu_hours_quota: Mapped[float | None] = mapped_column(
+        comment="GPU-hours of work queued or training at once; NULL: the server's default"
+    )
+    queued_jobs_quota: Mapped[int | None] = mapped_column(
+        comment="jobs queued or running at once; NULL: the server's default"
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     jobs: Mapped[list[Job]] = relationship(back_populates="owner")
@@ -105,6 +111,9 @@ class Job(Base):
     )
     priority: Mapped[int] = mapped_column(default=0)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"), index=True)
+    sweep_id: Mapped[int | None] = mapped_column(
+        ForeignKey("sweeps.id", ondelete="SET NULL"), index=True, comment="the sweep this job is a grid point of"
+    )
     state: Mapped[str] = mapped_column(String(16), default=State.QUEUED, index=True)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
@@ -113,6 +122,7 @@ class Job(Base):
     finished_at: Mapped[datetime | None]
 
     owner: Mapped[User] = relationship(back_populates="jobs", lazy="joined")
+    sweep: Mapped[Sweep | None] = relationship(back_populates="jobs")
     runs: Mapped[list[Run]] = relationship(
         back_populates="job", order_by="Run.seed", cascade="all, delete-orphan", passive_deletes=True
     )
@@ -123,6 +133,23 @@ class Job(Base):
     @property
     def tags(self) -> list[str]:
         return [row.tag for row in self.tag_rows]
+
+
+class Sweep(Base):
+    """A grid over settings of one preset: one job per grid point, every job over the same seeds."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    preset: Mapped[str] = mapped_column(String(64))
+    overrides: Mapped[dict[str, Any]] = mapped_column(comment="overrides shared by every grid point")
+    grid: Mapped[dict[str, Any]] = mapped_column(comment="field → the values it takes, in the order given")
+    seeds: Mapped[list[int]]
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    owner: Mapped[User] = relationship(lazy="joined")
+    jobs: Mapped[list[Job]] = relationship(back_populates="sweep", order_by="Job.id")
 
 
 class JobTag(Base):
@@ -156,6 +183,9 @@ class Run(Base):
     checkpoint_path: Mapped[str | None] = mapped_column(String(512), comment="relative to artifacts dir")
     resume_step: Mapped[int | None] = mapped_column(comment="step the last attempt resumed from")
     final_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    divergence: Mapped[dict[str, Any] | None] = mapped_column(
+        JSONType, comment="why the run diverged: rule, diagnostic, value, step"
+    )
     error: Mapped[str | None] = mapped_column(Text)
     device: Mapped[str | None] = mapped_column(String(128))
     precision: Mapped[str | None] = mapped_column(String(16))

@@ -65,10 +65,17 @@ class Settings(BaseSettings):
     # fair use and recovery (docs/service.md, "Fair use")
     user_task_limit: int = Field(4, ge=1, description="tasks per user handed to the broker or training at once")
     dispatch_backlog: int = Field(2, ge=1, description="tasks waiting in the broker for a free worker, all users")
+    quota_gpu_hours: float = Field(
+        100.0, ge=0, description="default per-user limit on estimated GPU-hours queued or training (admins: none)"
+    )
+    quota_queued_jobs: int = Field(50, ge=0, description="default per-user limit on jobs queued or running at once")
     reconcile_seconds: float = Field(
         30.0, ge=0, description="reconciler interval in the API server; 0: no reconciler (nor at worker start)"
     )
     db_retry_seconds: float = Field(300.0, gt=0, description="how long a worker retries database writes")
+    health_seconds: float = Field(
+        5.0, gt=0, description="how often the API checks database, broker and workers for GET /health"
+    )
 
     # SLURM (executor "slurm"): the server's defaults, e.g. IRED_SLURM__PARTITION=gpu; see docs/slurm.md
     slurm: SlurmSettings = Field(default_factory=SlurmSettings, description="SLURM defaults; jobs may override some")
@@ -99,8 +106,13 @@ class Settings(BaseSettings):
         return self.database_url is not None or self.broker_url is not None
 
     @property
+    def sqlite_path(self) -> Path:
+        """The embedded default's database file (unused when `database_url` is set)."""
+        return (self.data_dir / "ired-dcd.db").resolve()
+
+    @property
     def sqlalchemy_url(self) -> str:
-        return self.database_url or f"sqlite:///{(self.data_dir / 'ired-dcd.db').resolve()}"
+        return self.database_url or f"sqlite:///{self.sqlite_path}"
 
     @property
     def artifacts_path(self) -> Path:

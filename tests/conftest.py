@@ -8,7 +8,8 @@
 
 Postgres and Redis come from $IRED_TEST_POSTGRES_URL / $IRED_TEST_REDIS_URL (default: this machine).
 Tests that need them are marked `services` and skipped when they are unreachable, unless
-IRED_TEST_REQUIRE_SERVICES=1 (CI), where an unreachable service fails the run instead.
+IRED_TEST_REQUIRE_SERVICES=1 (CI), where an unreachable service fails the run instead
+(`tests.utils.gates.unavailable`, the rule of every gate in the suite).
 """
 
 from __future__ import annotations
@@ -31,7 +32,15 @@ import uvicorn
 from sqlalchemy import make_url
 from sqlalchemy.orm import Session
 
-from tests.utils.services import SERVICE_ENV_KEYS, ServiceProcess, free_port, wait_for, worker_process
+from tests.utils.gates import unavailable
+from tests.utils.services import (
+    NO_KEEPALIVE,
+    SERVICE_ENV_KEYS,
+    ServiceProcess,
+    free_port,
+    wait_for,
+    worker_process,
+)
 
 POSTGRES_ADMIN_URL = os.environ.get("IRED_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("IRED_TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -41,6 +50,7 @@ REDIS_URL = os.environ.get("IRED_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 # share the session's database but not their queues: tasks go to the broker at once and no reconciler
 # moves one module's tasks into another's queue (tests/worker/test_fair_use.py and
 # test_service_faults.py use databases of their own with the real fair-use and reconciler settings).
+# Quotas keep their defaults but for the number of queued jobs (tests/api/test_quotas.py sets its own).
 TEST_SETTINGS = {
     "IRED_LEASE_SECONDS": "3",
     "IRED_HEARTBEAT_SECONDS": "0.5",
@@ -50,14 +60,12 @@ TEST_SETTINGS = {
     "IRED_USER_TASK_LIMIT": "100000",
     "IRED_DISPATCH_BACKLOG": "100000",
     "IRED_RECONCILE_SECONDS": "0",
+    "IRED_QUOTA_QUEUED_JOBS": "100000",  # modules leave many jobs queued (no worker) under one user
 }
 
 
 def service_unreachable(what: str, url: str, exc: Exception) -> NoReturn:
-    message = f"{what} unreachable at {url} ({type(exc).__name__}: {exc})"
-    if os.environ.get("IRED_TEST_REQUIRE_SERVICES") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
+    unavailable(f"{what} unreachable at {url} ({type(exc).__name__}: {exc})")
 
 
 def service_env(**values: str) -> dict[str, str]:
@@ -144,10 +152,13 @@ class Lab:
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
-    def start_worker(self, name: str, **env_changes: str) -> ServiceProcess:
-        """A real celery worker subprocess on this module's queue (env changes apply to it only)."""
+    def start_worker(self, name: str, *, address_space: int | None = None, **env_changes: str) -> ServiceProcess:
+        """A real celery worker subprocess on this module's queue (env changes apply to it only);
+        `address_space` limits its virtual memory in bytes (`worker_process`)."""
         node = f"{name}-{uuid.uuid4().hex[:6]}"
-        worker = worker_process({**self.env, **env_changes}, self.tmp / f"{node}.log", node)
+        worker = worker_process(
+            {**self.env, **env_changes}, self.tmp / f"{node}.log", node, address_space=address_space
+        )
         self.workers.append(worker)
         return worker
 
@@ -192,7 +203,9 @@ def lab_server(*, database_url: str, redis_url: str, tmp: Path, **settings: str)
     with new_session() as session:
         token = issue_token(session=session, user=get_or_create_user(session=session, name="local"))
     base_url = f"http://127.0.0.1:{port}"
-    http = httpx.Client(base_url=base_url, timeout=30, headers={"Authorization": f"Bearer {token}"})
+    http = httpx.Client(
+        base_url=base_url, timeout=30, headers={"Authorization": f"Bearer {token}"}, limits=NO_KEEPALIVE
+    )
     lab = Lab(env=env, tmp=tmp, http=http, base_url=base_url, token=token)
     try:
         yield lab
@@ -200,7 +213,8 @@ def lab_server(*, database_url: str, redis_url: str, tmp: Path, **settings: str)
         for worker in lab.workers:
             worker.kill()
         server.should_exit = True
-        thread.join(10)
+        thread.join(120)  # to the end: a server still stopping would reset the next module's app state
+        assert not thread.is_alive(), "the API server did not stop within 120 s"
         lab.http.close()
         broker = redis.Redis.from_url(redis_url)
         leftover = broker.keys(f"{queue}*")

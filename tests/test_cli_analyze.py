@@ -6,8 +6,9 @@ import argparse
 import csv
 import io
 import json
+import os
+import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,6 @@ import pytest
 
 from ired_dcd.cli.analyze import register
 
-DB_MODULE = "ired_dcd.services.results"
 MEANS = {"q201_dcd_baseline": 0.00972, "q202_dcd_cdloss": 0.00968, "q204_dcd_full": 0.00950}
 
 
@@ -38,15 +38,11 @@ def results(tmp_path: Path) -> Path:
             path.parent.mkdir(parents=True)
             metrics = {"val_mse": mean + 2e-5 * rng.standard_normal(), "val_mse_ood": 0.2}
             path.write_text(
-                json.dumps(
-                    {"config": config, "seed": seed, "status": "succeeded", "metrics": metrics, "tags": []}
-                )
+                json.dumps({"config": config, "seed": seed, "status": "succeeded", "metrics": metrics, "tags": []})
             )
     diverged = tmp_path / "q204_dcd_full" / "seed_9" / "result.json"
     diverged.parent.mkdir()
-    diverged.write_text(
-        json.dumps({"config": "q204_dcd_full", "seed": 9, "status": "diverged", "metrics": {}})
-    )
+    diverged.write_text(json.dumps({"config": "q204_dcd_full", "seed": 9, "status": "diverged", "metrics": {}}))
     return tmp_path
 
 
@@ -57,7 +53,7 @@ def csv_rows(text: str) -> list[dict[str, str]]:
 def test_text_table_from_a_results_directory(results, capsys):
     code, out, err = run(["--dir", str(results)], capsys)
     assert (code, err) == (0, "")
-    assert "baseline plan (constant 0.0096761)" in out
+    assert "baseline plan (constant 0.0096761, measured elsewhere, on another held-out set)" in out
     for config in MEANS:
         assert config in out
     assert "level: " in out and "CD loss + Langevin" in out
@@ -111,6 +107,7 @@ def test_summary_baseline_and_another_metric(results, capsys):
         (["--configs", " , "], "--configs: no config given"),
         (["--baseline", "lab11"], "--baseline: 'lab11' is neither a built-in baseline (plan, lab10, ired_published)"),
         (["--baseline", "q203"], "config q203_dcd_replay has no succeeded val_mse results"),
+        (["--tag", "x"], "--tag: needs the database"),
         (["--metric", "loss"], "no finite metrics.loss"),
     ],
 )
@@ -126,31 +123,35 @@ def test_a_missing_directory_exits_2(tmp_path, capsys):
     assert code == 2 and "not a directory" in err
 
 
-def test_without_dir_and_without_the_database_service_exits_2(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, DB_MODULE, None)  # makes the import fail
-    code, out, err = run([], capsys)
-    assert code == 2 and out == ""
-    assert "not available" in err and "--dir" in err
+def _ired_dcd(argv: list[str], data_dir: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The real `ired-dcd` on the embedded default's SQLite database in `data_dir`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IRED_") and "DATABASE_URL" not in k}
+    env["IRED_DATA_DIR"] = str(data_dir)
+    return subprocess.run(
+        [sys.executable, "-m", "ired_dcd", *argv], env=env, input=stdin, capture_output=True, text=True, timeout=120
+    )
 
 
-def test_without_dir_reads_the_database(monkeypatch, capsys):
-    calls = []
+def test_without_dir_reads_the_database_with_the_in_house_baseline(tmp_path):
+    rows = ["config,seed,val_mse,tags"]
+    rows += [f"q100,{seed},{0.00970 + seed * 1e-6},study" for seed in range(4)]
+    rows += [f"q204,{seed},{0.00950 + seed * 1e-6},study" for seed in range(4)]
+    imported = _ired_dcd(["import", "-", "--format", "csv"], tmp_path, stdin="\n".join(rows) + "\n")
+    assert imported.returncode == 0, imported.stderr
+    analyzed = _ired_dcd(["analyze", "--tag", "study", "--format", "csv"], tmp_path)
+    assert analyzed.returncode == 0, analyzed.stderr
+    table = {row["config"]: row for row in csv_rows(analyzed.stdout)}
+    assert table["q100_denoise_only"]["is_baseline"] == "true"
+    assert {row["baseline"] for row in table.values()} == {"q100_denoise_only"}
+    assert table["q204_dcd_full"]["paired_n"] == "4"  # imported rows carry their seeds
 
-    def load_metric_values(*, configs, metric):
-        calls.append((configs, metric))
-        return {"q201_dcd_baseline": [0.0097, 0.00971, 0.00969], "q204_dcd_full": [0.0095, 0.00951, 0.00949]}
 
-    monkeypatch.setitem(sys.modules, DB_MODULE, types.SimpleNamespace(load_metric_values=load_metric_values))
-    code, out, _ = run(["--configs", "q204", "--baseline", "q201", "--format", "csv"], capsys)
-    assert code == 0
-    assert calls == [(["q204_dcd_full", "q201_dcd_baseline"], "val_mse")]  # the baseline's values too
-    assert [r["config"] for r in csv_rows(out)] == ["q204_dcd_full"]
-
-
-def test_a_database_failure_exits_2(monkeypatch, capsys):
-    def load_metric_values(*, configs, metric):
-        raise RuntimeError("connection refused")
-
-    monkeypatch.setitem(sys.modules, DB_MODULE, types.SimpleNamespace(load_metric_values=load_metric_values))
-    code, _, err = run([], capsys)
-    assert code == 2 and "database failed: connection refused" in err
+def test_database_errors_exit_2_with_a_message(tmp_path):
+    missing = _ired_dcd(["analyze"], tmp_path)
+    assert missing.returncode == 2 and "no results database at" in missing.stderr
+    imported = _ired_dcd(["import", "-", "--format", "csv"], tmp_path, stdin="config,seed,val_mse\nq201,0,0.0097\n")
+    assert imported.returncode == 0, imported.stderr
+    analyzed = _ired_dcd(["analyze", "--baseline", "q203"], tmp_path)
+    assert analyzed.returncode == 2 and analyzed.stdout == ""
+    assert "baseline: config q203_dcd_replay has no succeeded val_mse results" in analyzed.stderr
+    assert "Traceback" not in analyzed.stderr

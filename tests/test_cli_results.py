@@ -19,7 +19,14 @@ from tests.utils.results_factories import unique_tag
 from tests.utils.services import TINY, free_port
 
 TINY_SETS = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
-PLAN_ROWS = ("q201_dcd_baseline", "q202_dcd_cdloss", "q203_dcd_replay", "q204_dcd_full")
+PLAN_ROWS = ("q100_denoise_only", "q201_dcd_baseline", "q202_dcd_cdloss", "q203_dcd_replay", "q204_dcd_full")
+STABILISED_ROWS = (
+    "q100_denoise_only",
+    "q201_dcd_baseline",
+    "q202s_cd_stable",
+    "q203s_replay_stable",
+    "q204s_full_stable",
+)
 
 
 def ired_dcd(*args: str, env: dict[str, str], stdin: str | None = None, timeout: float = 120):
@@ -71,6 +78,23 @@ def test_import_json_from_stdin(embedded_env):
     assert done.stdout.startswith("lab B: 1 row(s) stored")
 
 
+def test_the_labs_phase1_runs_import_under_their_own_names_and_compare(tmp_path, embedded_env):
+    rows = tmp_path / "phase1.csv"
+    rows.write_text("config,seed,val_mse\nbaseline,0,0.0097\nbaseline,1,0.0098\nrandom mining,0,0.0095\n")
+    refused = ired_dcd("import", str(rows), env=embedded_env)
+    assert refused.returncode == 2 and "row 1, field 'config': unknown preset 'baseline'" in refused.stderr
+    done = ired_dcd("import", str(rows), "--custom-configs", env=embedded_env)
+    assert done.returncode == 0, done.stderr
+    compare = ("analyze", "--configs", "baseline,random mining", "--baseline", "baseline", "--format", "csv")
+    analyze = ired_dcd(*compare, env=embedded_env)
+    assert analyze.returncode == 0, analyze.stderr
+    lines = analyze.stdout.splitlines()
+    assert lines[1].startswith("val_mse,baseline,baseline,2,0.00975,")
+    assert lines[2].startswith("val_mse,baseline,random mining,1,")
+    by_setting = ired_dcd(*compare, "--group-by", "setting", env=embedded_env)
+    assert by_setting.returncode == 0 and by_setting.stdout == analyze.stdout  # a custom config is its own setting
+
+
 @pytest.mark.parametrize(
     ("name", "text", "args", "message"),
     [
@@ -118,8 +142,9 @@ def test_import_through_a_server(lab: Lab, tmp_path):
 
 def _table_rows(stdout: str) -> dict[str, list[str]]:
     """config → cells of the text table's rows."""
+    names = {*PLAN_ROWS, *STABILISED_ROWS}
     return {
-        line.split()[0]: line.split() for line in stdout.splitlines() if line.split()[:1] in ([c] for c in PLAN_ROWS)
+        line.split()[0]: line.split() for line in stdout.splitlines() if line.split()[:1] and line.split()[0] in names
     }
 
 
@@ -138,23 +163,37 @@ def test_study_through_a_server(lab: Lab):
         tag,
         "--poll",
         "0.2",
+        "--arms",
+        "stabilised",
         *TINY_SETS,
         env=env,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
     rows = _table_rows(done.stdout)
-    assert list(rows) == list(PLAN_ROWS) and all(cells[1] == "2" for cells in rows.values())
-    assert done.stdout.startswith("val_mse vs baseline plan (constant 0.0096761)")
-    assert f"study {tag}: jobs " in done.stderr and re.search(r"q201 succeeded · q202 succeeded", done.stderr)
-    jobs = lab.http.get("/jobs", params={"tag": tag}).json()
-    assert jobs["count"] == 4 and {job["state"] for job in jobs["data"]} == {"succeeded"}
+    assert list(rows) == list(STABILISED_ROWS) and all(cells[1] == "2" for cells in rows.values())
+    assert done.stdout.startswith("val_mse vs baseline q100_denoise_only (values: ")  # the study's own q100
+    assert "with the stabilised arms (q202s_cd_stable, q203s_replay_stable, q204s_full_stable):" in done.stdout
+    assert f"study {tag}: jobs " in done.stderr and re.search(r"q100 succeeded · q201 succeeded", done.stderr)
+    jobs = lab.http.get("/jobs", params={"tag": tag, "view": "full"}).json()
+    assert jobs["count"] == 5 and {job["state"] for job in jobs["data"]} == {"succeeded"}
     assert {job["resolved_config"]["train_steps"] for job in jobs["data"]} == {TINY["train_steps"]}
 
 
 def test_study_on_the_embedded_default(embedded_env):
     done = ired_dcd(
-        "study", "--seeds", "0", "--device", "cpu", "--poll", "0.5", *TINY_SETS, env=embedded_env, timeout=600
+        "study",
+        "--seeds",
+        "0",
+        "--device",
+        "cpu",
+        "--poll",
+        "0.5",
+        "--arms",
+        "plan",
+        *TINY_SETS,
+        env=embedded_env,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr
     assert "started the embedded server at http://127.0.0.1:" in done.stderr

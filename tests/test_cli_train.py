@@ -57,7 +57,14 @@ def test_train_writes_config_metrics_result_and_checkpoint(tmp_path):
         assert steps == [2, 4, 6, 8]
         result = json.loads((job / f"seed_{seed}" / "result.json").read_text())
         assert result["status"] == "succeeded" and result["tags"] == ["smoke"]
-        assert set(result["metrics"]) == {"val_mse", "val_mse_x0", "val_mse_ood"}
+        assert set(result["metrics"]) == {
+            "val_mse",
+            "val_mse_x0",
+            "val_mse_ood",
+            "val_mse_se",
+            "val_mse_x0_se",
+            "val_mse_ood_se",
+        }
 
 
 def test_train_again_with_more_steps_resumes_without_duplicate_metric_lines(tmp_path):
@@ -85,7 +92,8 @@ def test_configs_lists_every_preset_with_its_differences():
     done = ired_dcd("configs", "--json")
     presets = json.loads(done.stdout)
     assert presets["q204_dcd_full"]["residual_filter"] is True
-    assert len(presets) == 6
+    assert presets["q202s_cd_stable"]["cd_margin"] == 10.0
+    assert len(presets) == 9
 
 
 def test_sigterm_checkpoints_and_a_rerun_resumes(tmp_path):

@@ -579,6 +579,16 @@ def _check_task_id(task_id: str) -> str:
     return task_id
 
 
+_JOB_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+
+
+def _check_job_name(name: str) -> str:
+    """Only plain names reach a SLURM command line."""
+    if not _JOB_NAME.fullmatch(name):
+        raise ValueError(f"SLURM job name {name!r}: letters, digits and _ . - only")
+    return name
+
+
 def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
@@ -614,19 +624,22 @@ class SlurmExecutor:
         out_dir: str | Path,
         overrides: Mapping[str, Any] | None = None,
         options: Mapping[str, Any] | None = None,
+        name: str | None = None,
     ) -> SlurmSubmission:
         """Submit one array task per seed group, each calling `run_slurm_task(job_id, group, entry, ...)`.
 
         `overrides`: the job's SlurmSettings overrides; `options`: extra keyword arguments for the
-        entry (picklable). `out_dir` must be on the shared filesystem. ValueError on bad settings,
-        seeds or entry; SlurmError when sbatch fails.
+        entry (picklable). `out_dir` must be on the shared filesystem. `name`: the SLURM job name
+        (default `ired-job<id>`), by which `find` looks the submission up again. ValueError on bad
+        settings, seeds or entry; SlurmError when sbatch fails.
         """
         settings = self.settings.merged(overrides)
         resolve_entry(entry)  # fail here, not on the node
         groups = seed_groups(seeds, settings.array_mode)
         folder = submission_folder(settings, job_id, out_dir)
         executor = submitit.SlurmExecutor(folder=folder, python=settings.python)
-        executor.update_parameters(**submitit_parameters(settings, job_name=f"ired-job{job_id}"))
+        job_name = _check_job_name(name) if name else f"ired-job{job_id}"
+        executor.update_parameters(**submitit_parameters(settings, job_name=job_name))
         args = (entry, str(Path(out_dir).expanduser().absolute()), dict(options or {}))
         try:
             with executor.batch():
@@ -643,6 +656,26 @@ class SlurmExecutor:
         )
         self.track(submission)
         return submission
+
+    def find(self, name: str) -> list[str]:
+        """The task ids ('1234_0', …, or '1234') of the newest job submitted under the job name `name`,
+        waiting, running or ended; [] when SLURM never had one. SlurmError when SLURM does not answer.
+
+        squeue (`-t all`) knows every job slurmctld still holds, ended ones included for MinJobAge
+        (300 s by default); sacct (with accounting) also the older ones. Both are asked: accounting may
+        lag seconds behind slurmctld, so a job that ended just now can be missing from sacct. Without
+        accounting, a job that ended more than MinJobAge ago is forgotten: [].
+        """
+        _check_job_name(name)
+        known: dict[str, str] = {}
+        if self._uses_sacct():
+            command = ["sacct", "-n", "-P", "-X", "-S", "now-7days", "--name", name, "-o", "JobID,State"]
+            known.update(parse_pipe_table(self._output(command)))
+        squeue = ["squeue", "--me", "--array", "-h", "-t", "all", "-n", name, "-o", "%i|%T"]
+        known.update(parse_pipe_table(self._output(squeue)))
+        newest = max((_array_id(task) for task in known), key=int, default=None)
+        tasks = [task for task in known if _array_id(task) == newest]
+        return sorted(tasks, key=lambda task: [int(part) for part in task.split("_")])
 
     def track(self, submission: SlurmSubmission) -> None:
         """Poll this submission's tasks (call for stored submissions after a server restart)."""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
-from api.deps import SessionDep
-from api.pages import CompareParamsDep, render_dashboard
+from api.deps import DB_INT_MAX, ReadsDep
+from api.pages import JOBS_SHOWN, CompareParamsDep, render_dashboard
 from ired_dcd.services.errors import NotFound
 
 router = APIRouter(tags=["dashboard"])
@@ -19,10 +20,16 @@ STATIC_FILES = {path.name: path for path in (Path(__file__).resolve().parents[1]
 """The dashboard's CSS and JavaScript by file name; nothing else is served from disk."""
 
 
+JobsPage = Annotated[int, Query(ge=1, le=DB_INT_MAX // JOBS_SHOWN, description="page of the job list, 1: newest")]
+
+
 @router.get("/", response_class=HTMLResponse)
-def read_dashboard(request: Request, session: SessionDep, params: CompareParamsDep) -> HTMLResponse:
+async def read_dashboard(
+    request: Request, reads: ReadsDep, params: CompareParamsDep, jobs_page: JobsPage = 1
+) -> HTMLResponse:
     """The results dashboard: compare table, success level, per-seed plot, learning curves, live jobs."""
-    return render_dashboard(request, session, params)
+    limiter = request.app.state.compare_slots
+    return await render_dashboard(request, reads, params, jobs_page=jobs_page, limiter=limiter)
 
 
 @assets.get("/static/{path}", name="static")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from api.deps import DB_INT_MAX, CurrentUser, ReadsDep, RowId, SessionDep
-from api.schemas import JobCreate, JobPublic, JobsPublic
+from api.schemas import JobCreate, JobPublic, JobsDetailPublic, JobsPublic, JobSummary, JobSummaryBase
 from ired_dcd.db import new_session
 from ired_dcd.services import jobs
 from ired_dcd.states import State
@@ -17,6 +17,7 @@ from ired_dcd.states import State
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 PAGE_MAX = 500
+JobsView = Literal["summary", "full"]
 
 
 @router.post("", status_code=201, response_model=JobPublic)
@@ -35,7 +36,7 @@ def create_job(job_in: JobCreate, session: SessionDep, user: CurrentUser) -> Any
     )
 
 
-@router.get("", response_model=JobsPublic)
+@router.get("", response_model=JobsPublic | JobsDetailPublic)
 async def read_jobs(
     reads: ReadsDep,
     state: State | None = None,
@@ -44,17 +45,33 @@ async def read_jobs(
     tag: str | None = None,
     offset: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 50,
+    view: Annotated[
+        JobsView, Query(description="summary: runs counted per state; full: every job with its config and runs")
+    ] = "summary",
 ) -> Response:
     """List jobs, newest first, filtered by state, config, owner or tag."""
     filters = {"state": state, "config": config, "owner": owner, "tag": tag, "offset": offset, "limit": limit}
-    page = await reads.answers.get(("jobs", *filters.values()), ("jobs",), partial(_jobs_page, filters))
+    page = await reads.answers.get(("jobs", view, *filters.values()), ("jobs",), partial(_jobs_page, filters, view))
     return Response(page, media_type="application/json")
 
 
-def _jobs_page(filters: dict[str, Any]) -> bytes:
+def _jobs_page(filters: dict[str, Any], view: JobsView) -> bytes:
     with new_session() as session:
-        data, count = jobs.list_jobs(session=session, **filters)
-        return JobsPublic(data=[JobPublic.model_validate(job) for job in data], count=count).model_dump_json().encode()
+        data, count = jobs.list_jobs(session=session, with_runs=view == "full", **filters)
+        if view == "full":
+            detailed = JobsDetailPublic(data=[JobPublic.model_validate(job) for job in data], count=count)
+            return detailed.model_dump_json().encode()
+        counted = jobs.run_counts(session=session, job_ids=[job.id for job in data])
+        summaries = [
+            JobSummary(
+                **JobSummaryBase.model_validate(job).model_dump(),
+                runs=counted[job.id].states,
+                steps_done=counted[job.id].steps_done,
+                steps_total=counted[job.id].steps_total,
+            )
+            for job in data
+        ]
+        return JobsPublic(data=summaries, count=count).model_dump_json().encode()
 
 
 @router.get("/{job_id}", response_model=JobPublic)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from api.deps import TOKEN_COOKIE, SessionDep
 from api.pages import TEMPLATES
+from api.security import check_same_origin
 from ired_dcd.services.users import authenticate
 from ired_dcd.settings import get_settings
 
 router = APIRouter(include_in_schema=False)
+SameOrigin = Depends(check_same_origin)
+"""The sign-in and sign-out forms are accepted from this server's own page only (login CSRF)."""
 COOKIE_SECONDS = 30 * 24 * 3600
 
 
@@ -22,7 +25,7 @@ def read_login(request: Request) -> HTMLResponse:
     return TEMPLATES.TemplateResponse(request, "login.html", {"error": None, "auth": get_settings().auth_enabled})
 
 
-@router.post("/login", response_class=HTMLResponse)
+@router.post("/login", response_class=HTMLResponse, dependencies=[SameOrigin])
 def sign_in(request: Request, session: SessionDep, token: Annotated[str, Form(max_length=256)]) -> Response:
     """Check the token, then keep it in an HttpOnly cookie that authorises reads only."""
     if authenticate(session=session, token=token.strip()) is None:
@@ -40,7 +43,7 @@ def sign_in(request: Request, session: SessionDep, token: Annotated[str, Form(ma
     return response
 
 
-@router.post("/logout")
+@router.post("/logout", dependencies=[SameOrigin])
 def sign_out() -> Response:
     """Forget the cookie."""
     response = RedirectResponse("/login", status_code=303)

@@ -10,14 +10,16 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CurrentUser, ReadsDep, SessionDep
-from api.pages import CompareParams, CompareParamsDep, render_dashboard
+from api.deps import CurrentIdentity, ReadsDep
+from api.pages import CompareParamsDep, render_dashboard, wants_html
+from api.routes.dashboard import JobsPage
 from ired_core.report import render
 from ired_core.results_dir import RowFormat
 from ired_core.stats import Comparison
 from ired_dcd.db import new_session
 from ired_dcd.services import results
 from ired_dcd.services.results import ImportSummary
+from ired_dcd.services.users import Identity
 
 router = APIRouter(prefix="/results", tags=["results"])
 
@@ -25,6 +27,11 @@ CompareFormat = Literal["json", "csv", "markdown", "text"]
 MEDIA_TYPES = {"json": "application/json", "csv": "text/csv", "markdown": "text/markdown", "text": "text/plain"}
 IMPORT_FORMATS: dict[str, RowFormat] = {"application/json": "json", "text/csv": "csv"}
 MAX_IMPORT_BYTES = 16 * 1024 * 1024
+IMPORT_CONCURRENCY = 2
+"""Imports read and stored at once per API process (see `import_results`)."""
+COMPARE_CONCURRENCY = 2
+"""Comparisons computed at once per API process, whatever their keys: each holds its values (O(n))
+while it runs, so this bounds what many different comparisons asked together hold."""
 IMPORT_BODY = {
     "required": True,
     "content": {
@@ -40,25 +47,13 @@ IMPORT_BODY = {
 }
 
 
-def _wants_html(request: Request) -> bool:
-    """A browser navigating to the URL (its Accept lists text/html); API clients send */* or JSON."""
-    return "text/html" in request.headers.get("accept", "")
-
-
-async def import_body(request: Request) -> tuple[str, RowFormat]:
-    """The request body as text with its row format (from the content type).
-
-    Its size is capped at MAX_IMPORT_BYTES by the app's body limit (`api.security`).
-    """
+def import_format(request: Request) -> RowFormat:
+    """The row format of the body, from its content type (415 for any other)."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in IMPORT_FORMATS:
         accepted = " or ".join(IMPORT_FORMATS)
         raise HTTPException(415, f"content-type: {media_type or 'none'} is not accepted; use {accepted}")
-    body = await request.body()
-    try:
-        return body.decode("utf-8-sig"), IMPORT_FORMATS[media_type]
-    except UnicodeDecodeError:
-        raise HTTPException(422, "body: not UTF-8 text") from None
+    return IMPORT_FORMATS[media_type]
 
 
 @router.get(
@@ -71,35 +66,53 @@ async def read_comparison(
     reads: ReadsDep,
     params: CompareParamsDep,
     format: Annotated[CompareFormat | None, Query(description="default json; a browser gets the dashboard")] = None,
+    jobs_page: JobsPage = 1,
 ) -> Response:
     """Per-config statistics of a metric against a baseline, the ablation steps and the plan's success level."""
-    if format is None and _wants_html(request):
-        return await run_in_threadpool(_dashboard, request, params)
+    limiter = request.app.state.compare_slots
+    if format is None and wants_html(request):
+        return await render_dashboard(request, reads, params, jobs_page=jobs_page, limiter=limiter)
     answer = format or "json"
-    body = await reads.answers.get(("compare", params, answer), ("results",), partial(_comparison, params, answer))
+    query = params.query()  # equivalent spellings, one key: one cache entry and one computation
+    compute = partial(_comparison, query, answer)
+    body = await reads.answers.get(("compare", query, answer), ("results",), compute, limiter=limiter)
     return Response(body, media_type=MEDIA_TYPES[answer])
 
 
-def _dashboard(request: Request, params: CompareParams) -> Response:
+def _comparison(query: results.CompareQuery, answer: CompareFormat) -> bytes:
     with new_session() as session:
-        return render_dashboard(request, session, params)
-
-
-def _comparison(params: CompareParams, answer: CompareFormat) -> bytes:
-    with new_session() as session:
-        comparison = results.compare_results(session=session, **params.service_kwargs())
+        comparison = results.compare_query(session=session, query=query).comparison
     if answer == "json":
         return json.dumps(comparison.to_dict(), allow_nan=False, separators=(",", ":")).encode()
     return render(comparison, answer).encode()
 
 
 @router.post("/import", response_model=ImportSummary, openapi_extra={"requestBody": IMPORT_BODY})
-def import_results(
-    user: CurrentUser,  # first: who is asking is checked before the body is read
-    session: SessionDep,
-    body: Annotated[tuple[str, RowFormat], Depends(import_body)],
-    source: Annotated[str | None, Query(max_length=255, description="where the rows came from")] = None,
+async def import_results(
+    request: Request,
+    user: CurrentIdentity,  # first: who is asking is checked before the body is read
+    fmt: Annotated[RowFormat, Depends(import_format)],
+    source: Annotated[
+        str | None, Query(max_length=results.SOURCE_MAX_LENGTH, description="where the rows came from")
+    ] = None,
+    custom_configs: Annotated[
+        bool,
+        Query(description="keep a config that is not a preset under its own name (e.g. 'random mining')"),
+    ] = False,
 ) -> Any:
     """Store results made elsewhere (a JSON list or CSV rows); all or nothing, the same rows twice stored once."""
-    text, fmt = body
-    return results.import_rows(session=session, text=text, fmt=fmt, owner=user, source=source)
+    # IMPORT_CONCURRENCY bodies at a time are read and stored: what imports hold in memory is bounded by
+    # that many times MAX_IMPORT_BYTES (and the rows parsed from them), however many clients send at once
+    async with request.app.state.import_slots:
+        try:
+            text = (await request.body()).decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise HTTPException(422, "body: not UTF-8 text") from None
+        return await run_in_threadpool(_import, text, fmt, user, source, custom_configs)
+
+
+def _import(text: str, fmt: RowFormat, user: Identity, source: str | None, custom_configs: bool) -> ImportSummary:
+    with new_session() as session:
+        return results.import_rows(
+            session=session, text=text, fmt=fmt, owner=user, source=source, custom_configs=custom_configs
+        )

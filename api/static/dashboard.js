@@ -11,10 +11,8 @@
   const body = document.body;
   if (body.dataset.jobsActive !== "true") return;
 
-  function progress(job) {
-    const done = job.runs.reduce((sum, run) => sum + run.step, 0);
-    const total = job.runs.reduce((sum, run) => sum + run.total_steps, 0);
-    return total ? Math.round((100 * done) / total) : 0;
+  function progress(job) {  // GET /jobs lists summaries: steps summed over each job's runs
+    return job.steps_total ? Math.round((100 * job.steps_done) / job.steps_total) : 0;
   }
 
   function update(row, job) {
@@ -28,7 +26,7 @@
 
   async function poll() {
     try {
-      const query = new URLSearchParams({ limit: body.dataset.jobsShown });
+      const query = new URLSearchParams({ limit: body.dataset.jobsShown, offset: body.dataset.jobsOffset || "0" });
       if (body.dataset.tag) query.set("tag", body.dataset.tag);
       const response = await fetch("/jobs?" + query, { headers: { Accept: "application/json" } });
       if (!response.ok) throw new Error("HTTP " + response.status);

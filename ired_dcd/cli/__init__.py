@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # each module exposes register(subparsers); its subcommands set func=(Namespace) -> exit code
-SUBCOMMAND_MODULES = ("train", "analyze", "slurm", "service", "results", "users")
+SUBCOMMAND_MODULES = ("train", "analyze", "slurm", "service", "sweeps", "results", "users")
 
 
 def build_parser() -> argparse.ArgumentParser:

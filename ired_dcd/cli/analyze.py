@@ -1,20 +1,19 @@
 """`ired-dcd analyze`: the per-config statistics against a baseline, printed in the terminal.
 
-Values come from a results directory written by `ired-dcd train` (`--dir`) or, without `--dir`, from
-the database through `ired_dcd.services.results.load_metric_values`.
+Values come from a results directory written by `ired-dcd train` (`--dir`, grouped by preset or by
+setting) or, without `--dir`, from the database through the same service as `GET /results/compare`.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 from ired_core.configs import canonical_preset
 from ired_core.report import render
-from ired_core.results_dir import load_results
-from ired_core.stats import BUILTIN_BASELINES, Baseline, baseline_config, compare
+from ired_core.results_dir import SETTING_SEPARATOR, read_results
+from ired_core.stats import AUTO_BASELINE, BUILTIN_BASELINES, Comparison, choose_baseline, compare
 
 EXIT_ERROR = 2
 
@@ -32,81 +31,92 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--baseline",
-        default="plan",
-        help=f"{' | '.join(BUILTIN_BASELINES)} | a config such as q201 (default: plan)",
+        default=AUTO_BASELINE,
+        help=f"{AUTO_BASELINE} | {' | '.join(BUILTIN_BASELINES)} | a config such as q201 (default: {AUTO_BASELINE}: "
+        "q100 trained here when it has results, else plan)",
     )
     parser.add_argument("--configs", help="comma-separated configs, e.g. q201,q202,q203,q204 (default: all)")
+    parser.add_argument("--metric", default="val_mse", help="metric to compare, lower is better (default: val_mse)")
     parser.add_argument(
-        "--metric", default="val_mse", help="metric to compare, lower is better (default: val_mse)"
+        "--group-by",
+        choices=("preset", "setting"),
+        default="preset",
+        help="one row per preset, or per setting (preset · the overrides that tell runs apart)",
     )
+    parser.add_argument("--tag", help="without --dir: only jobs and imported results with this tag")
     parser.add_argument("--format", choices=("text", "markdown", "csv"), default="text")
     parser.set_defaults(func=run_analyze)
 
 
 def _parse_configs(text: str | None) -> list[str] | None:
-    """`q201,Q-202,q204_dcd_full` → canonical preset stems (None: every config found)."""
+    """`q201,Q-202,q204_dcd_full` → canonical preset stems (None: every config found); a setting label
+    (`q202_dcd_cdloss · energy_reg_weight=0.01`) is kept as it is."""
     if text is None:
         return None
     names = [part.strip() for part in text.split(",") if part.strip()]
     if not names:
         raise ValueError("--configs: no config given")
-    return list(dict.fromkeys(canonical_preset(name) for name in names))
+    return list(dict.fromkeys(name if SETTING_SEPARATOR.strip() in name else canonical_preset(name) for name in names))
 
 
-def _baseline_config(name: str) -> str | None:
-    """None for a built-in baseline, else the canonical stem of the config used as the baseline."""
+def _compare_directory(args: argparse.Namespace, configs: list[str] | None) -> Comparison:
+    """The comparison of a results directory: grouped by preset or setting, failures included."""
+    found = read_results(args.dir, args.metric, group_by=args.group_by)
     try:
-        return baseline_config(name)
+        baseline = choose_baseline(args.baseline, found.values, found.seeds, args.metric)
     except ValueError as error:
         raise ValueError(f"--baseline: {error}") from None
+    groups = found.groups if configs is None else configs
+    return compare(
+        {name: found.values.get(name, []) for name in groups},
+        baseline,
+        metric=args.metric,
+        seeds=found.seeds,
+        held_out_se=found.held_out_se,
+        failures=found.failures,
+    )
 
 
-def _load_from_database(configs: Sequence[str] | None, metric: str) -> dict[str, list[float]]:
-    """Values per config from the database; ValueError with the reason when that is not possible."""
+def _compare_database(args: argparse.Namespace, configs: list[str] | None) -> Comparison:
+    """The comparison the server shows, from the settings' database (the same service)."""
+    from ired_dcd.db import session_scope
+    from ired_dcd.services.errors import ServiceError
+    from ired_dcd.services.results import compare_results
+    from ired_dcd.settings import get_settings
+
+    settings = get_settings()
+    if settings.embedded and not settings.sqlite_path.exists():
+        raise ValueError(f"no results database at {settings.sqlite_path}: pass --dir, or train or import first")
     try:
-        from ired_dcd.services.results import load_metric_values
-    except ImportError as error:
-        raise ValueError(
-            f"reading results from the database is not available ({error}); "
-            "pass --dir with a results directory from `ired-dcd train`"
-        ) from None
-    try:
-        return load_metric_values(configs=configs, metric=metric)
+        with session_scope() as session:
+            return compare_results(
+                session=session,
+                configs=configs,
+                baseline=args.baseline,
+                metric=args.metric,
+                tag=args.tag,
+                group_by=args.group_by,
+            )
+    except ServiceError as error:
+        raise ValueError(str(error)) from None
     except Exception as error:  # the CLI boundary: any database failure becomes a message, not a traceback
-        raise ValueError(f"reading results from the database failed: {error}") from None
-
-
-def _load(args: argparse.Namespace, wanted: list[str] | None) -> dict[str, list[float]]:
-    """Values of `args.metric` per config, from `--dir` or the database (None: every config)."""
-    if args.dir is not None:
-        return load_results(args.dir, args.metric)
-    return _load_from_database(wanted, args.metric)
-
-
-def _baseline(name: str, baseline_config: str | None, found: dict[str, list[float]], metric: str) -> Baseline:
-    """The built-in baseline `name`, or the raw values of `baseline_config`."""
-    if baseline_config is None:
-        return BUILTIN_BASELINES[name]
-    if not found.get(baseline_config):
-        raise ValueError(f"--baseline: config {baseline_config} has no succeeded {metric} results")
-    return Baseline.from_values(baseline_config, found[baseline_config])
+        first_line = (str(error).splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"reading results from the database failed: {first_line}") from None
 
 
 def _analyze(args: argparse.Namespace) -> str:
     """Build and render the comparison; ValueError on any input the user can fix.
 
-    Without --configs every config found is compared (a config baseline shows as its own row); a
+    Without --configs every group found is compared (a config baseline shows as its own row); a
     requested config without results shows as a row with n = 0.
     """
+    if args.dir is None:  # the service reads preset aliases and imported custom configs' names
+        configs = None if args.configs is None else args.configs.split(",")
+        return render(_compare_database(args, configs), args.format)
     configs = _parse_configs(args.configs)
-    baseline_config = _baseline_config(args.baseline)
-    wanted = configs
-    if configs is not None and baseline_config is not None:
-        wanted = list(dict.fromkeys([*configs, baseline_config]))
-    found = _load(args, wanted)
-    baseline = _baseline(args.baseline, baseline_config, found, args.metric)
-    values = dict(sorted(found.items())) if configs is None else {name: found.get(name, []) for name in configs}
-    return render(compare(values, baseline, metric=args.metric), args.format)
+    if args.tag is not None:
+        raise ValueError("--tag: needs the database (without --dir); a results directory is already a selection")
+    return render(_compare_directory(args, configs), args.format)
 
 
 def run_analyze(args: argparse.Namespace) -> int:

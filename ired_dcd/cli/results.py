@@ -27,7 +27,7 @@ from pydantic import TypeAdapter
 from ired_core.configs import parse_overrides, parse_seeds, resolve_config
 from ired_core.report import render
 from ired_core.results_dir import RowFormat
-from ired_core.stats import PLAN_CONFIGS, Comparison
+from ired_core.stats import AUTO_BASELINE, IN_HOUSE_BASELINE, PLAN_CONFIGS, STABILISED_CONFIGS, Comparison
 from ired_dcd.cli.options import add_overrides_option
 from ired_dcd.client import Client, ClientError
 from ired_dcd.services.errors import ServiceError
@@ -40,6 +40,12 @@ ROW_MEDIA_TYPES: dict[RowFormat, str] = {"csv": "text/csv", "json": "application
 SMALL: dict[str, Any] = {"batch_size": 256, "hidden_dim": 128, "val_size": 1024, "eval_batch_size": 1024}
 """`study --size small`: the presets at a size a laptop CPU trains in minutes (the plan's rank 20 kept)."""
 SMALL_STEPS = 200
+STUDY_ARMS: dict[str, tuple[str, ...]] = {
+    "plan": (IN_HOUSE_BASELINE, *PLAN_CONFIGS),
+    "stabilised": (IN_HOUSE_BASELINE, *STABILISED_CONFIGS),
+    "both": (IN_HOUSE_BASELINE, *PLAN_CONFIGS, *STABILISED_CONFIGS[1:]),
+}
+"""`study --arms`: the configs each choice submits; q100 (the in-house baseline) is always one of them."""
 SERVER_START_SECONDS = 120.0
 SERVER_STOP_SECONDS = 30.0
 HEALTH_SECONDS = 15.0
@@ -57,14 +63,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("file", help="a CSV file with a header row, a JSON list of objects, or - for stdin")
     p.add_argument("--format", choices=tuple(ROW_MEDIA_TYPES), help="default: from the file extension")
     p.add_argument("--source", help="where the rows came from (default: the file name)")
+    p.add_argument(
+        "--custom-configs",
+        action="store_true",
+        help="keep a config that is not a preset under its own name (e.g. 'random mining'); without it such "
+        "a row is refused, so a mistyped preset is never stored",
+    )
     _server_option(p, "without either, write to the database of the settings directly")
     p.set_defaults(func=run_import)
 
     p = subparsers.add_parser(
         "study",
-        help="run the plan's ablation (Q-201…Q-204) and print the comparison",
-        description="Submit Q-201…Q-204 over the same seeds under one tag, follow them, and print the "
-        "comparison of their val_mse against the baseline when they finish.",
+        help="run the plan's ablation (q100, Q-201…Q-204 and the stabilised arms) and print the comparison",
+        description="Submit q100 (the baseline trained here), Q-201…Q-204 and/or the stabilised arms "
+        "Q-202s…Q-204s over the same seeds under one tag, follow them, and print the comparison of their "
+        "val_mse against q100 when they finish. Diverged runs are shown as failed, not dropped.",
     )
     p.add_argument("--seeds", default="0-2", help="e.g. 0-9 or 0,1,2 (default 0-2)")
     p.add_argument(
@@ -78,7 +91,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="embedded default only: cpu, cuda or cuda:N (default: $IRED_DEVICE or auto)")
     add_overrides_option(p, " in all four jobs")
     p.add_argument("--tag", help="tag of the four jobs (default: study-<UTC time>)")
-    p.add_argument("--baseline", default="plan", help="baseline of the final table (default: plan)")
+    p.add_argument(
+        "--arms",
+        choices=tuple(STUDY_ARMS),
+        default="both",
+        help="plan: Q-201…Q-204 as specified; stabilised: Q-201 and Q-202s…Q-204s; both (default)",
+    )
+    p.add_argument(
+        "--baseline",
+        default=AUTO_BASELINE,
+        help=f"baseline of the final table (default {AUTO_BASELINE}: the study's own q100 runs)",
+    )
     p.add_argument("--poll", type=float, default=2.0, help="seconds between progress checks (default 2)")
     _server_option(p, "without either, the server at the settings' address or a temporary embedded one")
     p.set_defaults(func=run_study)
@@ -96,9 +119,13 @@ def _fail(command: str, error: Exception) -> int:
 class ResultsClient(Client):
     """The job client plus the results endpoints."""
 
-    def import_rows(self, text: str, fmt: RowFormat, *, source: str | None = None) -> dict[str, Any]:
+    def import_rows(
+        self, text: str, fmt: RowFormat, *, source: str | None = None, custom_configs: bool = False
+    ) -> dict[str, Any]:
         """POST /results/import; `{"inserted": n, "skipped": m}`."""
         params = {"source": source} if source else {}
+        if custom_configs:
+            params["custom_configs"] = "true"
         headers = {"content-type": ROW_MEDIA_TYPES[fmt]}
         return self._request("POST", "/results/import", content=text.encode(), headers=headers, params=params)
 
@@ -131,7 +158,7 @@ def _read_rows(args: argparse.Namespace) -> tuple[str, RowFormat, str]:
     return path.read_text(encoding="utf-8-sig"), fmt, args.source or path.name
 
 
-def _import_into_database(text: str, fmt: RowFormat, source: str) -> dict[str, int]:
+def _import_into_database(text: str, fmt: RowFormat, source: str, custom_configs: bool) -> dict[str, int]:
     """Store the rows through the service layer in the settings' database (migrated first if embedded)."""
     from ired_dcd.db import migrate, new_session
     from ired_dcd.services.results import import_rows
@@ -142,7 +169,9 @@ def _import_into_database(text: str, fmt: RowFormat, source: str) -> dict[str, i
         migrate()
     with new_session() as session:
         owner = get_or_create_user(session=session, name=settings.default_user)
-        summary = import_rows(session=session, text=text, fmt=fmt, owner=owner, source=source)
+        summary = import_rows(
+            session=session, text=text, fmt=fmt, owner=owner, source=source, custom_configs=custom_configs
+        )
     return {"inserted": summary.inserted, "skipped": summary.skipped}
 
 
@@ -152,9 +181,9 @@ def run_import(args: argparse.Namespace) -> int:
         text, fmt, source = _read_rows(args)
         server = _server(args)
         if server:
-            counts = ResultsClient(server).import_rows(text, fmt, source=source)
+            counts = ResultsClient(server).import_rows(text, fmt, source=source, custom_configs=args.custom_configs)
         else:
-            counts = _import_into_database(text, fmt, source)
+            counts = _import_into_database(text, fmt, source, args.custom_configs)
     except (ValueError, OSError, ClientError, ServiceError) as error:
         return _fail("import", error)
     print(
@@ -179,7 +208,7 @@ def study_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if steps is not None:
         overrides["train_steps"] = steps
     overrides |= parse_overrides(args.overrides)
-    for config in PLAN_CONFIGS:  # refuse a bad override before anything is submitted
+    for config in STUDY_ARMS[args.arms]:  # refuse a bad override before anything is submitted
         resolve_config(config, overrides)
     return overrides
 
@@ -288,12 +317,13 @@ def _study(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds)
     overrides = study_overrides(args)
     tag = args.tag or f"study-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    configs = STUDY_ARMS[args.arms]
     with study_server(args) as client:
-        submitted = [client.submit(config, seeds, overrides=overrides, tags=[tag]) for config in PLAN_CONFIGS]
+        submitted = [client.submit(config, seeds, overrides=overrides, tags=[tag]) for config in configs]
         ids = [job["id"] for job in submitted]
         print(
             f"study {tag}: jobs {', '.join(map(str, ids))} ({args.size}, seeds {args.seeds}, "
-            f"{resolve_config(PLAN_CONFIGS[0], overrides).train_steps} steps) on {client.server}",
+            f"{resolve_config(configs[0], overrides).train_steps} steps) on {client.server}",
             file=sys.stderr,
         )
         try:
@@ -305,12 +335,13 @@ def _study(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 130
-        comparison = client.comparison(configs=",".join(PLAN_CONFIGS), baseline=args.baseline, tag=tag)
+        comparison = client.comparison(configs=",".join(configs), baseline=args.baseline, tag=tag)
     sys.stdout.write(render(comparison, "text"))
     trivial = trivial_predictors_line(comparison.metric)
     if trivial:
         print(f"  - {trivial}")
-    failed = [job for job in jobs if job["state"] != State.SUCCEEDED]
+    # a diverged run is a finding the table reports; a failed or cancelled one is an error to look at
+    failed = [job for job in jobs if job["state"] not in (State.SUCCEEDED, State.DIVERGED)]
     for job in failed:
         print(
             f"job {job['id']} ({job['config']}) ended {job['state']}: {job['error'] or 'no error recorded'}",
@@ -320,7 +351,8 @@ def _study(args: argparse.Namespace) -> int:
 
 
 def run_study(args: argparse.Namespace) -> int:
-    """Run the study; exit 0 when every job succeeded, 1 when some did not, 2 on an error."""
+    """Run the study; exit 0 when every job ended with results (succeeded or diverged, both shown in the
+    table), 1 when some failed or were cancelled, 2 on an error."""
     try:
         return _study(args)
     except (ValueError, OSError, ClientError) as error:

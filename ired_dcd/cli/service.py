@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import ipaddress
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import uvicorn
 
-from ired_core.configs import parse_overrides, parse_seeds
-from ired_dcd.cli.options import add_overrides_option
-from ired_dcd.client import Client, ClientError
+from ired_core.configs import parse_overrides
+from ired_dcd.cli.options import add_overrides_option, add_server_options, reports_errors, seeds_argument
+from ired_dcd.client import Client
 from ired_dcd.db import migrate
 from ired_dcd.services import slurm
 from ired_dcd.services.reconciler import reconcile_once
 from ired_dcd.settings import Settings, get_settings
 from ired_dcd.states import TERMINAL, State
+from worker.celery_app import PARENT_ENV
 from worker.celery_app import app as celery_app
 
-Command = Callable[[argparse.Namespace], int]
 WORKER_STOP_SECONDS = 10
 
 
@@ -45,7 +43,7 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("submit", help="submit a job: a preset over seeds")
     p.add_argument("config", help="preset: q204, Q-204 or q204_dcd_full")
-    p.add_argument("--seeds", type=_seeds, default=[0], help="e.g. 0-9 or 0,1,5 (default 0)")
+    p.add_argument("--seeds", type=seeds_argument, default=[0], help="e.g. 0-9 or 0,1,5 (default 0)")
     add_overrides_option(p)
     p.add_argument("--priority", type=int, default=5, help="0–9, higher runs first (default 5)")
     p.add_argument("--tag", dest="tags", action="append", default=[], help="label the job (repeatable)")
@@ -58,7 +56,7 @@ def register(subparsers: Any) -> None:
         help="with --executor slurm: override a SLURM setting (repeatable), e.g. --slurm partition=gpu",
     )
     p.add_argument("--wait", action="store_true", help="follow the job until it ends; exit 1 unless it succeeded")
-    _server_option(p)
+    add_server_options(p)
     p.set_defaults(func=submit)
 
     p = subparsers.add_parser("status", help="list jobs, or show one job's runs")
@@ -67,7 +65,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--config")
     p.add_argument("--tag")
     p.add_argument("--limit", type=int, default=20)
-    _server_option(p)
+    add_server_options(p)
     p.set_defaults(func=status)
 
     for name, command, text in (
@@ -77,34 +75,8 @@ def register(subparsers: Any) -> None:
     ):
         p = subparsers.add_parser(name, help=text)
         p.add_argument("job", type=int)
-        _server_option(p)
+        add_server_options(p)
         p.set_defaults(func=command)
-
-
-def _server_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server", help="API URL (default $IRED_SERVER or http://127.0.0.1:8000)")
-    parser.add_argument("--token", help="API token (default $IRED_TOKEN); a lab server asks for one")
-
-
-def _seeds(text: str) -> list[int]:
-    try:
-        return parse_seeds(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _reports_errors(command: Command) -> Command:
-    """Print a refused request or bad input as one line and exit 1, never a traceback."""
-
-    @functools.wraps(command)
-    def wrapper(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except (ClientError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-
-    return wrapper
 
 
 # ------------------------------------------------------------------------------------ running the service
@@ -123,7 +95,7 @@ def worker_argv(settings: Settings, *, loglevel: str = "INFO", name: str | None 
     ]
 
 
-@_reports_errors
+@reports_errors
 def start_worker(args: argparse.Namespace) -> int:
     """Run a Celery worker in this process until it is stopped."""
     if args.gpu is not None:
@@ -133,7 +105,7 @@ def start_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-@_reports_errors
+@reports_errors
 def serve(args: argparse.Namespace) -> int:
     """Run the API; in the embedded default also migrate SQLite and run a local worker beside it."""
     settings = get_settings()
@@ -195,7 +167,7 @@ def _start_embedded(settings: Settings, *, with_worker: bool) -> subprocess.Pope
     if not with_worker:
         return None
     argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app:app", *worker_argv(settings, name="ired-local")]
-    process = subprocess.Popen(argv)
+    process = subprocess.Popen(argv, env={**os.environ, PARENT_ENV: str(os.getpid())})  # it ends when this does
     print(f"local worker started (pid {process.pid})")
     return process
 
@@ -220,7 +192,7 @@ def _redacted(url: str | None) -> str:
 
 
 # ------------------------------------------------------------------------------------ talking to it
-@_reports_errors
+@reports_errors
 def submit(args: argparse.Namespace) -> int:
     """Submit a job and print its id; with --wait follow it to the end."""
     client = Client(args.server, token=args.token)
@@ -244,7 +216,7 @@ def submit(args: argparse.Namespace) -> int:
     return 0 if job["state"] == State.SUCCEEDED else 1
 
 
-@_reports_errors
+@reports_errors
 def status(args: argparse.Namespace) -> int:
     """Print recent jobs, or one job with its runs."""
     client = Client(args.server, token=args.token)
@@ -260,7 +232,7 @@ def status(args: argparse.Namespace) -> int:
                 job["state"],
                 job["config"],
                 _seed_text(job["seeds"]),
-                _progress(job),
+                _percent(job["steps_done"], job["steps_total"]),
                 job["owner"],
                 job["created_at"][:19],
             )
@@ -270,7 +242,7 @@ def status(args: argparse.Namespace) -> int:
     return 0
 
 
-@_reports_errors
+@reports_errors
 def cancel(args: argparse.Namespace) -> int:
     """Cancel a job."""
     job = Client(args.server, token=args.token).cancel(args.job)
@@ -280,7 +252,7 @@ def cancel(args: argparse.Namespace) -> int:
     return 0
 
 
-@_reports_errors
+@reports_errors
 def retry(args: argparse.Namespace) -> int:
     """Queue a job's failed and diverged runs again."""
     job = Client(args.server, token=args.token).retry(args.job)
@@ -288,7 +260,7 @@ def retry(args: argparse.Namespace) -> int:
     return 0
 
 
-@_reports_errors
+@reports_errors
 def delete(args: argparse.Namespace) -> int:
     """Delete an ended job."""
     Client(args.server, token=args.token).delete(args.job)
@@ -299,7 +271,8 @@ def delete(args: argparse.Namespace) -> int:
 def _print_job(job: dict[str, Any]) -> None:
     print(
         f"job {job['id']} {job['state']}: {job['config']} (config {job['config_hash']}), owner {job['owner']}, "
-        f"priority {job['priority']}, tags {','.join(job['tags']) or '-'}, progress {_progress(job)}"
+        f"priority {job['priority']}, tags {','.join(job['tags']) or '-'}, "
+        f"progress {_percent(sum(r['step'] for r in job['runs']), sum(r['total_steps'] for r in job['runs']))}"
     )
     if job["error"]:
         print(f"error: {job['error']}")
@@ -327,10 +300,8 @@ def print_table(rows: list[tuple[str, ...]]) -> None:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
-def _progress(job: dict[str, Any]) -> str:
-    done = sum(run["step"] for run in job["runs"])
-    total = sum(run["total_steps"] for run in job["runs"]) or 1
-    return f"{100 * done / total:.0f}%"
+def _percent(done: int, total: int) -> str:
+    return f"{100 * done / (total or 1):.0f}%"
 
 
 def _seed_text(seeds: list[int]) -> str:

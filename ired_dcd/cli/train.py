@@ -71,8 +71,11 @@ def run_train(args: argparse.Namespace) -> int:
         return EXIT_STOPPED
     for outcome in outcomes:
         mse = outcome.final_metrics.get("val_mse")
-        detail = f"val_mse={mse:.6g}" if mse is not None else (outcome.error or "")
-        print(f"seed {outcome.seed}: {outcome.status} at step {outcome.step} {detail}")
+        if outcome.error is not None:  # the error says the status and the step itself
+            print(f"seed {outcome.seed}: {outcome.error}")
+        else:
+            detail = f" val_mse={mse:.6g}" if mse is not None else ""
+            print(f"seed {outcome.seed}: {outcome.status} at step {outcome.step}{detail}")
     return 0 if all(o.status == "succeeded" for o in outcomes) else 1
 
 

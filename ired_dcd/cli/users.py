@@ -1,4 +1,4 @@
-"""`ired-dcd users add | token | revoke | list`: API users of this server, on its database directly.
+"""`ired-dcd users add | token | revoke | list | quota`: API users of this server, on its database directly.
 
 Run on the server (same DATABASE_URL as the API). A token is printed once, on stdout alone, so that
 `TOKEN=$(ired-dcd users add alice)` works; only its SHA-256 is stored.
@@ -12,7 +12,7 @@ from typing import Any
 
 from ired_dcd.cli.service import print_table
 from ired_dcd.db import migrate, new_session
-from ired_dcd.services import users
+from ired_dcd.services import quotas, users
 from ired_dcd.services.errors import ServiceError
 from ired_dcd.settings import get_settings
 
@@ -35,8 +35,17 @@ def register(subparsers: Any) -> None:
     q.add_argument("name")
     q.set_defaults(func=revoke)
 
-    q = commands.add_parser("list", help="users, whether they hold a token, their jobs")
+    q = commands.add_parser("list", help="users, whether they hold a token, their jobs and quotas")
     q.set_defaults(func=list_users)
+
+    q = commands.add_parser(
+        "quota", help="show or set a user's limits: GPU-hours and jobs queued or running at once (docs/service.md)"
+    )
+    q.add_argument("name")
+    q.add_argument("--gpu-hours", type=float, help="estimated GPU-hours queued or training at once")
+    q.add_argument("--queued-jobs", type=int, help="jobs queued or running at once")
+    q.add_argument("--default", action="store_true", help="back to the server's defaults (IRED_QUOTA_*)")
+    q.set_defaults(func=quota)
 
 
 def _database() -> Any:
@@ -91,15 +100,46 @@ def revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _limit(value: float | None, own: float | None) -> str:
+    if value is None:
+        return "none"
+    return f"{value:g}" + ("" if own is not None else " (default)")
+
+
+def quota(args: argparse.Namespace) -> int:
+    with _database() as session:
+        try:
+            user = users.get_user(session=session, name=args.name)
+            if args.gpu_hours is not None or args.queued_jobs is not None or args.default:
+                user = quotas.set_quota(
+                    session=session,
+                    name=args.name,
+                    gpu_hours=args.gpu_hours,
+                    queued_jobs=args.queued_jobs,
+                    reset=args.default,
+                )
+        except ServiceError as error:
+            return _refused(error)
+        now = quotas.quota_of(session=session, user=user)
+        admin = " (admin: no limits)" if user.is_admin else ""
+        print(f"{user.name}{admin}")
+        gpu, jobs = _limit(now.gpu_hours, user.gpu_hours_quota), _limit(now.queued_jobs, user.queued_jobs_quota)
+        print(f"  GPU-hours queued or training: {now.gpu_hours_used:.4g} of {gpu}")
+        print(f"  jobs queued or running: {now.queued_jobs_used} of {jobs}")
+    return 0
+
+
 def list_users(_args: argparse.Namespace) -> int:
     with _database() as session:
-        rows = [("USER", "ADMIN", "TOKEN", "JOBS", "CREATED")]
+        rows = [("USER", "ADMIN", "TOKEN", "JOBS", "GPU-HOURS", "QUEUED JOBS", "CREATED")]
         for user in users.list_users(session=session):
             if user.token_hash is not None:
                 state = f"issued {user.token_issued_at:%Y-%m-%d %H:%M}" if user.token_issued_at else "yes"
             else:
                 state = f"revoked {user.revoked_at:%Y-%m-%d %H:%M}" if user.revoked_at else "none"
             admin = "yes" if user.is_admin else "-"
-            rows.append((user.name, admin, state, str(len(user.jobs)), f"{user.created_at:%Y-%m-%d}"))
+            gpu, jobs = quotas.limits(user)
+            limits = (_limit(gpu, user.gpu_hours_quota), _limit(jobs, user.queued_jobs_quota))
+            rows.append((user.name, admin, state, str(len(user.jobs)), *limits, f"{user.created_at:%Y-%m-%d}"))
     print_table(rows)
     return 0

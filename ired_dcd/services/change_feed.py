@@ -59,6 +59,24 @@ def _executed(state: ORMExecuteState) -> None:
         state.session.info[WROTE] = True
 
 
+_local_writes = 0
+_local_lock = threading.Lock()
+
+
+@event.listens_for(Session, "after_commit")  # registered before any ChangeFeed's, so it sees WROTE first
+def _count_local_write(session: Session) -> None:
+    global _local_writes
+    if session.info.get(WROTE):
+        with _local_lock:
+            _local_writes += 1
+
+
+def local_writes() -> int:
+    """How many commits that wrote this process has made, with or without a feed (SQLite too): a read
+    that started before the latest of them may not be handed to a request that came after it."""
+    return _local_writes
+
+
 def listen_url(sqlalchemy_url: str) -> str | None:
     """The libpq URL for a Postgres SQLAlchemy URL; None for other databases (no NOTIFY)."""
     url = make_url(sqlalchemy_url)

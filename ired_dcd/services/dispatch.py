@@ -15,9 +15,11 @@ from worker.celery_app import TRAIN_TASK, app
 def plan_tasks(job: Job, runs: list[Run]) -> list[list[Run]]:
     """Group runs into tasks (one ensemble task, or one per seed) and give each task its checkpoint.
 
-    A SLURM job is one task: one array job, which the executor splits and gives checkpoints itself.
+    A SLURM job is one task: one array job, whose intent (directory, seed groups, checkpoints) is
+    recorded on the runs here, to be committed with them before sbatch runs (`slurm.plan_submission`).
     """
     if job.executor == slurm.EXECUTOR:
+        slurm.plan_submission(job, runs)
         return [runs]
     groups = [[run] for run in runs] if get_settings().split_seeds else [runs]
     for group in groups:

@@ -27,3 +27,7 @@ class Conflict(ServiceError):
 
 class Unavailable(ServiceError):
     """A dependency (the queue) cannot be reached."""
+
+
+class QuotaExceeded(ServiceError):
+    """The user's quota (GPU-hours or jobs in flight) does not leave room for this; the message has the numbers."""

@@ -17,9 +17,10 @@ counting the attempt and raises `Interrupted`, so that the task goes back to the
 
 The database may be away for a while (restart, failover): metrics are kept in memory and written
 once it answers again (`MetricsBuffer`), and the writes at the start and end of a task are retried
-with back-off for up to `db_retry_seconds`. A full disk (checkpoint write) and CUDA running out of
-memory fail the runs at once with an error that says so. When a task has been claimed and when it
-ends, a dispatch pass hands the broker the next task (`ired_dcd.services.scheduler`).
+with back-off for up to `db_retry_seconds`. A full disk (checkpoint write) and running out of memory
+(CUDA, or a CPU allocation that fails) fail the runs at once with an error that says so. When a task
+has been claimed and when it ends, a dispatch pass hands the broker the next task
+(`ired_dcd.services.scheduler`).
 """
 
 from __future__ import annotations
@@ -98,14 +99,18 @@ def execute_runs(run_ids: Sequence[int]) -> None:
     dispatch_next()
 
 
+OUT_OF_MEMORY_ADVICE = "lower batch_size, or train fewer seeds per task (IRED_SPLIT_SEEDS=true), then retry the job"
+# how torch's CPU allocator reports a failed allocation (a RuntimeError, not torch.OutOfMemoryError)
+CPU_ALLOCATOR_FAILURES = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory")
+
+
 def failure_message(exc: Exception, *, settings: Settings) -> str:
-    """The runs' error for an exception from training; disk full and CUDA out of memory say what to do."""
+    """The runs' error for an exception from training; disk full and out of memory say what to do."""
+    detail = str(exc).splitlines()[0] if str(exc) else "no detail"
     if isinstance(exc, torch.cuda.OutOfMemoryError):
-        detail = str(exc).splitlines()[0] if str(exc) else "no detail"
-        return (
-            "CUDA out of memory: lower batch_size, or train fewer seeds per task (IRED_SPLIT_SEEDS=true), "
-            f"then retry the job ({detail})"
-        )
+        return f"CUDA out of memory: {OUT_OF_MEMORY_ADVICE} ({detail})"
+    if isinstance(exc, MemoryError) or any(failure in str(exc) for failure in CPU_ALLOCATOR_FAILURES):
+        return f"out of memory (CPU: the worker's memory or address-space limit): {OUT_OF_MEMORY_ADVICE} ({detail})"
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         where = exc.filename or settings.artifacts_path
         return f"disk full: no space left on the device while writing {where}; free space, then retry the job"
@@ -357,7 +362,12 @@ def _finish(
                 set_state(run, State.FAILED, error=error or "the trainer returned no outcome for this seed")
                 continue
             record_outcome(
-                run, status=outcome.status, step=outcome.step, final_metrics=outcome.final_metrics, error=outcome.error
+                run,
+                status=outcome.status,
+                step=outcome.step,
+                final_metrics=outcome.final_metrics,
+                error=outcome.error,
+                divergence=outcome.divergence.to_dict() if outcome.divergence is not None else None,
             )
         single_run = next(iter(claim.run_ids.values())) if len(claim.seeds) == 1 else None
         register_checkpoint(session, job_id=claim.job_id, checkpoint=claim.checkpoint, run_id=single_run)

@@ -8,6 +8,7 @@ Nothing is stored when validation fails; tasks are sent only after the commit.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -15,17 +16,17 @@ from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from ired_core.configs import MAX_SEEDS, TrainConfig, canonical_preset, config_hash, resolve_config
-from ired_dcd.models import Job, JobTag, Metric, Run, User, utcnow
+from ired_core.input_rules import SEED_MAX, check_json_text, check_tags
+from ired_dcd.models import Job, JobTag, Metric, Run, Sweep, User, utcnow
 from ired_dcd.services import slurm
 from ired_dcd.services.artifacts import delete_job_files
 from ired_dcd.services.dispatch import EXECUTORS, plan_tasks
 from ired_dcd.services.errors import Conflict, InvalidInput, NotFound, Unavailable
+from ired_dcd.services.quotas import check_quota
 from ired_dcd.services.runs import set_state
 from ired_dcd.services.scheduler import BROKER_EXECUTOR, dispatch
 from ired_dcd.services.users import check_may_change
 from ired_dcd.states import ACTIVE, RETRYABLE, State
-
-SEED_MAX = 2**31 - 1
 
 
 def resolve(config: str, overrides: Mapping[str, Any]) -> tuple[str, TrainConfig]:
@@ -35,9 +36,18 @@ def resolve(config: str, overrides: Mapping[str, Any]) -> tuple[str, TrainConfig
     except ValueError as exc:
         raise InvalidInput(f"config: {exc}") from None
     try:
+        check_json_text(overrides)  # stored as JSON: no NUL, no lone surrogate, bounded nesting
         return preset, resolve_config(preset, overrides)
     except ValueError as exc:
         raise InvalidInput(f"overrides: {exc}") from None
+
+
+def check_job_tags(tags: Sequence[str]) -> tuple[str, ...]:
+    """Distinct tags by the one tag rule (`ired_core.input_rules`), or InvalidInput naming the field."""
+    try:
+        return check_tags(tags)
+    except ValueError as exc:
+        raise InvalidInput(f"tags: {exc}") from None
 
 
 def check_seeds(seeds: Sequence[int]) -> list[int]:
@@ -55,6 +65,83 @@ def check_seeds(seeds: Sequence[int]) -> list[int]:
     return sorted(seeds)
 
 
+@dataclass(frozen=True)
+class JobSpec:
+    """A job that passed every input rule, not stored yet (a sweep checks all its jobs before storing one)."""
+
+    preset: str
+    config: TrainConfig
+    overrides: dict[str, Any]
+    seeds: list[int]
+    tags: tuple[str, ...]
+    executor: str
+    executor_options: dict[str, Any] | None
+    priority: int
+
+    @property
+    def config_hash(self) -> str:
+        return config_hash(self.config)
+
+
+def job_spec(
+    *,
+    config: str,
+    seeds: Sequence[int],
+    overrides: Mapping[str, Any] | None = None,
+    executor: str = "celery",
+    priority: int = 5,
+    tags: Sequence[str] = (),
+    slurm_options: Mapping[str, Any] | None = None,
+) -> JobSpec:
+    """The job these inputs describe, or InvalidInput naming the first bad field; reads no database.
+
+    `slurm_options`: the job's SLURM overrides (partition, time_minutes, …), for executor slurm only.
+    """
+    overrides = dict(overrides or {})
+    preset, cfg = resolve(config, overrides)
+    seeds, tags = check_seeds(seeds), check_job_tags(tags)
+    if executor not in EXECUTORS:
+        valid = ", ".join(EXECUTORS)
+        raise InvalidInput(f"executor: {executor!r} is not available on this server; valid: {valid}")
+    if slurm_options is not None and executor != slurm.EXECUTOR:
+        raise InvalidInput(f"slurm: settings for executor 'slurm' only; this job's executor is {executor!r}")
+    return JobSpec(
+        preset=preset,
+        config=cfg,
+        overrides=overrides,
+        seeds=seeds,
+        tags=tags,
+        executor=executor,
+        executor_options=slurm.check_job_options(slurm_options) if executor == slurm.EXECUTOR else None,
+        priority=priority,
+    )
+
+
+def add_job(*, session: Session, owner: User, spec: JobSpec, sweep: Sweep | None = None) -> tuple[Job, list[list[Run]]]:
+    """Check the owner's quota (counting the jobs added before in this transaction) and add the job
+    with one queued run per seed, grouped into tasks; nothing is committed or started here."""
+    cfg = spec.config
+    quota = {"preset": spec.preset, "seeds": len(spec.seeds), "steps": cfg.train_steps, "batch_size": cfg.batch_size}
+    check_quota(session=session, user=owner, **quota)
+    job = Job(
+        preset=spec.preset,
+        overrides=spec.overrides,
+        config=cfg.model_dump(),
+        config_hash=spec.config_hash,
+        seeds=spec.seeds,
+        executor=spec.executor,
+        executor_options=spec.executor_options,
+        priority=spec.priority,
+        owner=owner,
+        sweep=sweep,
+        tag_rows=[JobTag(tag=tag) for tag in spec.tags],
+        runs=[Run(seed=seed, total_steps=cfg.train_steps) for seed in spec.seeds],
+    )
+    session.add(job)
+    session.flush()
+    return job, plan_tasks(job, job.runs)
+
+
 def create_job(
     *,
     session: Session,
@@ -67,46 +154,30 @@ def create_job(
     tags: Sequence[str] = (),
     slurm_options: Mapping[str, Any] | None = None,
 ) -> Job:
-    """Validate and store a job with one queued run per seed, then hand its tasks to the executor.
-
-    `slurm_options`: the job's SLURM overrides (partition, time_minutes, …), for executor slurm only.
-    """
-    overrides = dict(overrides or {})
-    preset, cfg = resolve(config, overrides)
-    seeds = check_seeds(seeds)
-    if executor not in EXECUTORS:
-        valid = ", ".join(EXECUTORS)
-        raise InvalidInput(f"executor: {executor!r} is not available on this server; valid: {valid}")
-    if slurm_options is not None and executor != slurm.EXECUTOR:
-        raise InvalidInput(f"slurm: settings for executor 'slurm' only; this job's executor is {executor!r}")
-    executor_options = slurm.check_job_options(slurm_options) if executor == slurm.EXECUTOR else None
-    job = Job(
-        preset=preset,
-        overrides=overrides,
-        config=cfg.model_dump(),
-        config_hash=config_hash(cfg),
+    """Validate and store a job with one queued run per seed, then hand its tasks to the executor."""
+    spec = job_spec(
+        config=config,
         seeds=seeds,
+        overrides=overrides,
         executor=executor,
-        executor_options=executor_options,
         priority=priority,
-        owner=owner,
-        tag_rows=[JobTag(tag=tag) for tag in dict.fromkeys(tags)],
-        runs=[Run(seed=seed, total_steps=cfg.train_steps) for seed in seeds],
+        tags=tags,
+        slurm_options=slurm_options,
     )
-    session.add(job)
-    session.flush()
-    groups = plan_tasks(job, job.runs)
+    job, groups = add_job(session=session, owner=owner, spec=spec)
     session.commit()
-    _start(session, job, groups)
+    start_jobs(session, [(job, groups)])
     return job
 
 
-def _start(session: Session, job: Job, groups: list[list[Run]]) -> None:
-    """Broker jobs wait in the database for the fair-share dispatcher; other executors start at once."""
-    if job.executor == BROKER_EXECUTOR:
+def start_jobs(session: Session, planned: Sequence[tuple[Job, list[list[Run]]]]) -> None:
+    """Start committed jobs: broker jobs wait in the database for the fair-share dispatcher (one pass
+    for all of them), other executors get their tasks at once."""
+    if any(job.executor == BROKER_EXECUTOR for job, _ in planned):
         dispatch(session=session)
-    else:
-        _enqueue(session, job, groups)
+    for job, groups in planned:
+        if job.executor != BROKER_EXECUTOR:
+            _enqueue(session, job, groups)
 
 
 def _enqueue(session: Session, job: Job, groups: list[list[Run]]) -> None:
@@ -146,8 +217,12 @@ def list_jobs(
     tag: str | None = None,
     offset: int = 0,
     limit: int = 50,
+    with_runs: bool = True,
 ) -> tuple[list[Job], int]:
-    """Jobs newest first, filtered; `config` is a preset name (any alias) or a config hash."""
+    """Jobs newest first, filtered; `config` is a preset name (any alias) or a config hash.
+
+    `with_runs=False` leaves the runs unloaded: a list counts them with `run_counts` instead.
+    """
     filters: list[ColumnElement[bool]] = []
     if state is not None:
         filters.append(Job.state == state)
@@ -161,57 +236,95 @@ def list_jobs(
     if tag is not None:
         filters.append(Job.tag_rows.any(JobTag.tag == tag))
     count = session.scalar(select(func.count()).select_from(Job).where(*filters)) or 0
-    query = (
-        select(Job).where(*filters).order_by(Job.id.desc()).offset(offset).limit(limit).options(selectinload(Job.runs))
-    )
+    query = select(Job).where(*filters).order_by(Job.id.desc()).offset(offset).limit(limit)
+    if with_runs:
+        query = query.options(selectinload(Job.runs))
     return list(session.scalars(query)), count
+
+
+@dataclass(frozen=True)
+class RunCounts:
+    """A job's runs counted per state, and its progress in steps over all of them."""
+
+    states: dict[str, int]
+    steps_done: int
+    steps_total: int
+
+    @property
+    def percent(self) -> float:
+        return 100 * self.steps_done / self.steps_total if self.steps_total else 0.0
+
+
+def run_counts(*, session: Session, job_ids: Sequence[int]) -> dict[int, RunCounts]:
+    """Per job, its runs per state and its steps, counted by the database (no run is loaded)."""
+    rows = session.execute(
+        select(Run.job_id, Run.state, func.count(), func.sum(Run.step), func.sum(Run.total_steps))
+        .where(Run.job_id.in_(job_ids))
+        .group_by(Run.job_id, Run.state)
+    )
+    counted: dict[int, RunCounts] = {job_id: RunCounts({}, 0, 0) for job_id in job_ids}
+    for job_id, state, count, done, total in rows:
+        before = counted[job_id]
+        states = {**before.states, state: count}
+        counted[job_id] = RunCounts(states, before.steps_done + int(done or 0), before.steps_total + int(total or 0))
+    return counted
 
 
 def cancel_job(*, session: Session, job_id: int, user: User) -> Job:
     """Cancel queued runs now; running runs are flagged and stop within a heartbeat (SLURM: scancel, now)."""
-    job = _locked_job(session, job_id)
+    job = locked_job(session, job_id)
     check_may_change(job, user, "cancel")
-    active = [run for run in job.runs if run.state in ACTIVE]
-    if not active:
+    if not cancel_runs(job):
         raise Conflict(f"job {job_id} has already ended ({job.state}); nothing to cancel")
+    session.commit()
+    if job.executor == BROKER_EXECUTOR:
+        dispatch(session=session)  # the cancelled tasks' places go to the next ones
+    return job
+
+
+def cancel_runs(job: Job) -> int:
+    """Cancel the active runs of a locked job (not committed): queued ones now, running ones flagged to
+    stop within a heartbeat, SLURM ones by scancel. Returns how many runs were active."""
+    active = [run for run in job.runs if run.state in ACTIVE]
     if job.executor == slurm.EXECUTOR:
-        slurm.cancel_runs(active)
-        session.commit()
-        return job
+        if active:
+            slurm.cancel_runs(active)
+        return len(active)
     now = utcnow()
     for run in active:
         if _worker_alive(run, now):
             run.cancel_requested = True
         else:  # queued, or its worker is gone: nobody will see the flag
             set_state(run, State.CANCELLED, now=now)
-    session.commit()
-    dispatch(session=session)  # the cancelled tasks' places go to the next ones
-    return job
+    return len(active)
 
 
 def retry_job(*, session: Session, job_id: int, user: User) -> Job:
     """Queue the job's failed and diverged runs again, from scratch (their old curves are dropped)."""
-    job = _locked_job(session, job_id)
+    job = locked_job(session, job_id)
     check_may_change(job, user, "retry")
     runs = [run for run in job.runs if run.state in RETRYABLE]
     if not runs:
         raise Conflict(f"job {job_id} has no failed or diverged runs to retry (job is {job.state})")
+    steps, batch, ended = job.config["train_steps"], job.config["batch_size"], job.state not in ACTIVE
+    quota = {"preset": job.preset, "seeds": len(runs), "steps": steps, "batch_size": batch, "new_job": ended}
+    check_quota(session=session, user=user, **quota)  # the owner's quota (an admin has none)
     session.execute(delete(Metric).where(Metric.run_id.in_([run.id for run in runs])))
     for run in runs:
         set_state(run, State.QUEUED)
         run.step = run.attempts = 0
-        run.error = run.final_metrics = run.resume_step = None
+        run.error = run.final_metrics = run.divergence = run.resume_step = None
         run.started_at = run.finished_at = None
         run.cancel_requested = False
     groups = plan_tasks(job, runs)
     session.commit()
-    _start(session, job, groups)
+    start_jobs(session, [(job, groups)])
     return job
 
 
 def delete_job(*, session: Session, job_id: int, user: User) -> None:
     """Delete an ended job with its runs, curves and files (checkpoints, SLURM task folders)."""
-    job = _locked_job(session, job_id)
+    job = locked_job(session, job_id)
     check_may_change(job, user, "delete")
     if job.state in ACTIVE:
         raise Conflict(f"job {job_id} is still {job.state}; cancel it first")
@@ -220,7 +333,7 @@ def delete_job(*, session: Session, job_id: int, user: User) -> None:
     delete_job_files(job_id)
 
 
-def _locked_job(session: Session, job_id: int) -> Job:
+def locked_job(session: Session, job_id: int) -> Job:
     """The job with its row locked (same lock order as the workers: job, then runs)."""
     job = session.scalar(select(Job).where(Job.id == job_id).with_for_update(of=Job))
     if job is None:

@@ -1,19 +1,32 @@
-"""Health (database, broker, workers) and Prometheus counters for the server."""
+"""Health (database, broker, workers) and Prometheus counters for the server.
+
+Pinging the workers takes `PING_SECONDS` and checking the database takes a connection, so `/health`
+does neither per request: a `HealthMonitor` checks every `health_seconds` in a thread of its own and
+the route answers its latest report. However many pollers ask, the cost is one check per interval.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from ired_dcd.db import new_session
 from ired_dcd.models import Job, Run
 from ired_dcd.settings import get_settings
 from ired_dcd.states import State
 from worker.celery_app import app
 
 PING_SECONDS = 1.0
+STALE_INTERVALS = 3
+"""A report older than this many intervals (plus a ping) means the monitor itself is stuck: degraded."""
+
+log = logging.getLogger(__name__)
 
 
 def health(*, session: Session) -> dict[str, Any]:
@@ -35,6 +48,54 @@ def health(*, session: Session) -> dict[str, Any]:
         "broker": broker,
         "workers": workers,
     }
+
+
+def check_health() -> dict[str, Any]:
+    """`health` on a session of its own."""
+    with new_session() as session:
+        return health(session=session)
+
+
+class HealthMonitor:
+    """The latest health report, checked every `interval` seconds in a daemon thread."""
+
+    def __init__(self, interval: float, check: Any = check_health, clock: Any = time.monotonic) -> None:
+        self.interval, self._check, self._clock = interval, check, clock
+        self.checks = 0
+        self._report: dict[str, Any] = {}
+        self._checked_at = -float("inf")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="ired-health", daemon=True)
+
+    def start(self) -> HealthMonitor:
+        """Check once now (the first answer is a real one), then every interval in the background."""
+        self._refresh()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop checking; a check under way finishes in its daemon thread and is not waited for."""
+        self._stop.set()
+
+    def report(self) -> dict[str, Any]:
+        """The latest report; degraded when the checks stopped coming (the monitor is stuck)."""
+        age = self._clock() - self._checked_at
+        if age > STALE_INTERVALS * self.interval + PING_SECONDS:
+            return {**self._report, "status": "degraded", "database": f"unknown: no health check for {age:.0f} s"}
+        return self._report
+
+    def _refresh(self) -> None:
+        try:
+            report = self._check()
+        except Exception as exc:  # a check that fails is a report, never the end of the monitor
+            log.exception("health check failed")
+            report = {**self._report, "status": "degraded", "database": f"error: {type(exc).__name__}"}
+        self._report, self._checked_at = report, self._clock()
+        self.checks += 1
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._refresh()
 
 
 def prometheus_text(*, session: Session) -> bytes:

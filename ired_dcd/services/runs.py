@@ -7,6 +7,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -40,11 +41,19 @@ def set_state(run: Run, target: State, *, error: str | None = None, now: datetim
 
 
 def record_outcome(
-    run: Run, *, status: str, step: int, final_metrics: Mapping[str, float], error: str | None = None
+    run: Run,
+    *,
+    status: str,
+    step: int,
+    final_metrics: Mapping[str, float],
+    error: str | None = None,
+    divergence: Mapping[str, Any] | None = None,
 ) -> None:
-    """Store a seed's outcome as the trainer reports it: final step, metrics, state (succeeded, diverged, …)."""
+    """Store a seed's outcome as the trainer reports it: final step, metrics, state (succeeded, diverged, …)
+    and, for a diverged run, the rule that judged it (`ired_core.divergence.Divergence.to_dict`)."""
     run.step = step
     run.final_metrics = clean_metrics(final_metrics)
+    run.divergence = dict(divergence) if divergence else None
     set_state(run, State(status), error=error)
 
 

@@ -14,8 +14,9 @@ One dispatch pass repeats, while fewer than `dispatch_backlog` tasks wait in the
 So a user alone may train `user_task_limit` tasks at once; when several users wait, the broker is
 filled round-robin from the least served, whatever their priorities; priorities order a user's own
 tasks only. Passes run after every submit, retry, cancel, claim and end of a task, and in the
-reconciler; a lock makes them one at a time across processes. Only broker (Celery) jobs are
-dispatched here: SLURM has a scheduler of its own.
+reconciler; a lock makes them one at a time across processes, and callers that arrive while a pass
+runs share the next one (`dispatch`). Only broker (Celery) jobs are dispatched here: SLURM has a
+scheduler of its own.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ BROKER_EXECUTOR = "celery"
 """The executor whose tasks go through the broker (EXECUTORS["celery"])."""
 LOCK_KEY = 0x1BED_DCD
 """Postgres advisory lock held by a dispatch or reconcile pass."""
+WAITER_KEY = LOCK_KEY + 1
+"""Postgres advisory lock held by the one caller waiting for LOCK_KEY to run the next pass."""
 
 
 @dataclass(frozen=True)
@@ -174,10 +177,39 @@ def send(session: Session, tasks: Sequence[Sequence[Run]]) -> int:
     return sent
 
 
+def _take_turn(session: Session) -> bool:
+    """Whether this caller runs a pass (then holding the lock until commit), or a pass that starts later
+    will do its work.
+
+    A pass reads every pending task when it starts, so the callers that arrive while one runs need one
+    more pass after it, not one each: the first of them waits for the lock (holding WAITER_KEY until it
+    has it), the others return at once, since the waiting pass reads the database after their commits.
+    Without this, many clients submitting at once each waited for every pass queued before theirs.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        lock(session)  # SQLite: one writer at a time anyway
+        return True
+    if session.scalar(select(func.pg_try_advisory_xact_lock(LOCK_KEY))):
+        return True
+    if not session.scalar(select(func.pg_try_advisory_lock(WAITER_KEY))):
+        return False  # a caller is waiting for the lock: its pass has not read the database yet
+    try:
+        lock(session)
+    finally:  # released once the lock is ours, before the pass reads: later callers need a pass after this one
+        session.execute(select(func.pg_advisory_unlock(WAITER_KEY)))
+    return True
+
+
 def dispatch(*, session: Session, settings: Settings | None = None) -> int:
-    """One dispatch pass: choose and mark tasks under the lock, commit, then send; returns how many went."""
+    """One dispatch pass: choose and mark tasks under the lock, commit, then send; returns how many went
+    (0 when a pass that starts after this call will send them: `_take_turn`).
+
+    The caller's changes must be committed: the pass that dispatches them may be another caller's.
+    """
     settings = settings or get_settings()
-    lock(session)
+    if not _take_turn(session):
+        session.rollback()  # nothing read or written; end the transaction the lock attempts opened
+        return 0
     chosen = choose(
         broker_tasks_of_database(session),
         user_task_limit=settings.user_task_limit,

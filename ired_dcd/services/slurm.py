@@ -11,6 +11,15 @@ the API); the collector renews the lease while SLURM runs the task. Every submis
 one attempt: a task that ended for an infrastructure reason (time limit, preemption, node failure,
 lost) is submitted again into the same directory and resumes from its checkpoint, until the run has
 used `max_attempts`.
+
+Every submission survives a crash of the server at any point. Its **intent** is committed first: the
+runs' lease owner becomes `slurm-submit:<token>` (with their checkpoint paths, which fix the directory
+and the seed groups), then sbatch runs under the job's row lock with the SLURM job name
+`ired-job<id>-<token>`, then the task ids replace the intent in the same transaction that commits
+them. A collector pass finds intents that nobody is submitting (the row lock is free, and the intent is
+older than INTENT_GRACE_SECONDS or this process wrote it) and asks SLURM for that name: it adopts the
+job sbatch started before the crash, or submits the intent when SLURM never had it. A job is submitted
+once however the server died.
 """
 
 from __future__ import annotations
@@ -26,11 +35,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from submitit.core.utils import JobPaths
 
 from ired_core.configs import TrainConfig
-from ired_core.run_files import JobDirectory
+from ired_core.input_rules import check_json_text
+from ired_core.run_files import CONFIG_FILE, METRICS_FILE, RESULT_FILE, JobDirectory
 from ired_dcd.db import session_scope
 from ired_dcd.models import Job, Run, utcnow
 from ired_dcd.services.artifacts import job_folder
@@ -44,6 +55,7 @@ from worker.slurm import (
     SlurmSubmission,
     SlurmTaskStatus,
     read_task_result,
+    seed_groups,
     submission_folder,
 )
 from worker.slurm_entry import ENTRY
@@ -72,6 +84,7 @@ def check_job_options(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
         raise InvalidInput("executor: 'slurm' needs the SLURM client tools (sbatch) on this server's PATH")
     overrides = dict(overrides or {})
     try:
+        check_json_text(overrides)  # stored as JSON with the job
         get_settings().slurm.merged(overrides)
     except ValueError as exc:
         raise InvalidInput(f"slurm: {exc}") from None
@@ -80,57 +93,223 @@ def check_job_options(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
 
 # --- submitting and cancelling ----------------------------------------------------------------------
 
+INTENT_PREFIX = "slurm-submit:"
+"""A run's lease owner `slurm-submit:<token>` from the decision to submit it until the tasks sbatch
+started are recorded: the intent, committed before sbatch runs."""
+INTENT_GRACE_SECONDS = 10.0
+"""Another process's intent is recovered once this old: the process that wrote it takes the job's row
+lock within milliseconds of its commit, and holds it until sbatch's answer is committed."""
 
-def submit_runs(job: Job, runs: list[Run]) -> None:
-    """`EXECUTORS["slurm"]`: start `runs` from scratch as one array job, in a new directory of the job."""
-    _submit(job, runs, f"{job_folder(job.id)}/slurm-{uuid.uuid4().hex[:8]}", SlurmExecutor(get_settings().slurm))
+
+def intent_token(run: Run) -> str | None:
+    """The token of the submission intent on `run`, or None."""
+    owner = run.lease_owner or ""
+    return owner.removeprefix(INTENT_PREFIX) if owner.startswith(INTENT_PREFIX) else None
 
 
-def _submit(
-    job: Job, runs: Sequence[Run], out_dir: str, executor: SlurmExecutor, array_mode: str | None = None
-) -> None:
-    """Submit `runs` to train under `<artifacts>/<out_dir>`; each run records its task and one attempt.
+def submission_name(job_id: int, token: str) -> str:
+    """The SLURM job name of one submission: what finds it again after a crash."""
+    return f"ired-job{job_id}-{token}"
 
-    `array_mode` overrides the job's (a resubmission keeps the seed groups of its checkpoints).
-    ValueError on bad settings, SlurmError when sbatch fails; nothing is recorded then.
-    """
+
+class _Intents:
+    """This process's intents: `reserved` ones a request is about to submit itself (the collector leaves
+    them alone), `fresh` ones the collector wrote and sbatch has not seen yet (no need to ask SLURM)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reserved: set[str] = set()
+        self._fresh: set[str] = set()
+
+    def add(self, token: str, *, reserve: bool) -> None:
+        with self._lock:
+            (self._reserved if reserve else self._fresh).add(token)
+
+    def reserved(self, token: str) -> bool:
+        with self._lock:
+            return token in self._reserved
+
+    def fresh(self, token: str) -> bool:
+        with self._lock:
+            return token in self._fresh
+
+    def done(self, token: str) -> None:
+        with self._lock:
+            self._reserved.discard(token)
+            self._fresh.discard(token)
+
+
+INTENTS = _Intents()
+
+
+def plan_submission(job: Job, runs: Sequence[Run]) -> str:
+    """Record the intent to submit `runs` from scratch into a new directory of the job (the caller
+    commits it with the job, then calls `submit_runs`); returns its token."""
+    out_dir = f"{job_folder(job.id)}/slurm-{uuid.uuid4().hex[:8]}"
+    return mark_intent(job, runs, out_dir=out_dir, array_mode=None, reserve=True)
+
+
+def mark_intent(job: Job, runs: Sequence[Run], *, out_dir: str, array_mode: str | None, reserve: bool) -> str:
+    """Mark `runs` with a new intent to submit them into `out_dir` (seed groups by `array_mode`, default
+    the job's): lease owner `slurm-submit:<token>`, the checkpoint path of each run's group, and the
+    time in `heartbeat_at`. Not committed here. ValueError on bad settings."""
     settings = get_settings()
+    token = uuid.uuid4().hex[:12]
     overrides = {**(job.executor_options or {}), **({"array_mode": array_mode} if array_mode else {})}
-    root = settings.artifacts_path / out_dir
+    mode = settings.slurm.merged(overrides).array_mode
     by_seed = {run.seed: run for run in runs}
-    options = {
-        "config": job.config,
-        "overrides": job.overrides,
-        "device": "cuda" if settings.slurm.merged(overrides).gpus_per_task else "cpu",
-    }
-    submission = executor.submit(
-        job.id, sorted(by_seed), entry=ENTRY, out_dir=root, overrides=overrides, options=options
-    )
-    config = TrainConfig(**job.config)
-    for task_id, group in zip(submission.task_ids, submission.seed_groups, strict=True):
+    root, config, now = settings.artifacts_path / out_dir, TrainConfig(**job.config), utcnow()
+    for group in seed_groups(sorted(by_seed), mode):
         checkpoint = JobDirectory(root, config, group).checkpoint_path
         for seed in group:
             run = by_seed[seed]
+            run.lease_owner, run.lease_expires_at, run.heartbeat_at = INTENT_PREFIX + token, None, now
+            run.checkpoint_path = str(checkpoint.relative_to(settings.artifacts_path))
+    INTENTS.add(token, reserve=reserve)
+    return token
+
+
+def submit_runs(job: Job, runs: list[Run]) -> None:
+    """`EXECUTORS["slurm"]`: sbatch the committed intent on `runs` and record the tasks (the caller
+    commits). ValueError on bad settings, SlurmError when sbatch fails."""
+    token = intent_token(runs[0])
+    if token is None:
+        raise ValueError(f"job {job.id}: runs to submit to SLURM carry no intent (plan_submission)")
+    session = Session.object_session(job)
+    if session is None:
+        raise ValueError(f"job {job.id}: submit_runs needs the job in the caller's session")
+    try:
+        _lock_job(session, job.id, skip_locked=False)
+        _submit_intent(session, job, token, SlurmExecutor(get_settings().slurm), found=[])
+    finally:
+        INTENTS.done(token)
+
+
+def _lock_job(session: Session, job_id: int, *, skip_locked: bool) -> bool:
+    """Lock the job's row (held until the caller's commit); False when another transaction holds it
+    and `skip_locked`, or when the job is gone."""
+    query = select(Job.id).where(Job.id == job_id).with_for_update(skip_locked=skip_locked)
+    return session.scalar(query) is not None
+
+
+def _intent_runs(session: Session, job_id: int, token: str) -> list[Run]:
+    """The job's active runs still carrying the intent, re-read (another process may have moved on)."""
+    query = (
+        select(Run)
+        .where(Run.job_id == job_id, Run.lease_owner == INTENT_PREFIX + token, Run.state.in_(list(ACTIVE)))
+        .order_by(Run.seed)
+        .execution_options(populate_existing=True)
+    )
+    return list(session.scalars(query))
+
+
+def _submit_intent(session: Session, job: Job, token: str, executor: SlurmExecutor, *, found: list[str]) -> None:
+    """Under the job's row lock: adopt the tasks SLURM already has for the intent (`found`, in array
+    order), else sbatch it; then record the tasks on the runs, one attempt each. Nothing when the runs
+    no longer carry the intent (submitted, cancelled or failed meanwhile)."""
+    runs = _intent_runs(session, job.id, token)
+    if not runs:
+        return
+    groups: dict[str | None, list[Run]] = {}
+    for run in runs:  # the checkpoint paths fixed the seed groups when the intent was written
+        groups.setdefault(run.checkpoint_path, []).append(run)
+    seed_groups_ = list(groups.values())
+    if found:
+        task_ids, array = found, found[0].split("_")[0]
+        log.info("job %d: adopted SLURM job %s, submitted before a restart (%s)", job.id, array, token)
+    else:
+        mode = "per_seed" if len(seed_groups_) > 1 else "all_seeds_one_task"
+        overrides = {**(job.executor_options or {}), "array_mode": mode}
+        settings = get_settings()
+        options = {
+            "config": job.config,
+            "overrides": job.overrides,
+            "device": "cuda" if settings.slurm.merged(overrides).gpus_per_task else "cpu",
+        }
+        root = settings.artifacts_path / _out_dir(runs[0].checkpoint_path)
+        name = submission_name(job.id, token)
+        seeds = [run.seed for run in runs]
+        submission = executor.submit(
+            job.id, seeds, entry=ENTRY, out_dir=root, overrides=overrides, options=options, name=name
+        )
+        task_ids, array = submission.task_ids, submission.slurm_job_id
+        log.info("job %d: seeds %s submitted to SLURM as %s", job.id, [run.seed for run in runs], task_ids)
+    if len(task_ids) != len(seed_groups_):
+        raise SlurmError(f"SLURM job {array} has {len(task_ids)} task(s) for {len(seed_groups_)} seed group(s)")
+    for task_id, group in zip(task_ids, seed_groups_, strict=True):
+        for run in group:
             run.lease_owner = OWNER_PREFIX + task_id
             run.lease_expires_at = None
             run.attempts += 1
-            run.checkpoint_path = str(checkpoint.relative_to(settings.artifacts_path))
-    job.executor_ref = submission.slurm_job_id
-    log.info("job %d: seeds %s submitted to SLURM as %s", job.id, sorted(by_seed), submission.task_ids)
+    job.executor_ref = array
+
+
+def _handed_over(job: Job, run: Run, task_ids: Sequence[str]) -> bool:
+    """Whether submitit finished the submission of `task_ids`: each task's pickled work is in its folder
+    (submitit writes them right after sbatch returns the job id)."""
+    folder = _submitit_folder(job.id, run.checkpoint_path)
+    return all(JobPaths(folder, job_id=task_id).submitted_pickle.exists() for task_id in task_ids)
+
+
+def recover_intents(executor: SlurmExecutor) -> None:
+    """Submit or adopt every intent nobody is submitting: this process's collector's own (fresh), and
+    other processes' ones older than INTENT_GRACE_SECONDS whose job row is not locked (its writer died
+    before sbatch, or between sbatch and the commit of its answer)."""
+    with session_scope() as session:
+        pending = session.execute(
+            select(Run.job_id, Run.lease_owner, func.min(Run.heartbeat_at))
+            .join(Job)
+            .where(Job.executor == EXECUTOR, Run.state.in_(list(ACTIVE)), Run.lease_owner.startswith(INTENT_PREFIX))
+            .group_by(Run.job_id, Run.lease_owner)
+        ).all()
+    now = utcnow()
+    for job_id, owner, marked_at in pending:
+        token = owner.removeprefix(INTENT_PREFIX)
+        fresh = INTENTS.fresh(token)
+        young = marked_at is not None and (now - marked_at).total_seconds() < INTENT_GRACE_SECONDS
+        if INTENTS.reserved(token) or (young and not fresh):
+            continue
+        try:
+            with session_scope() as session:
+                if not _lock_job(session, job_id, skip_locked=True):
+                    continue  # being submitted by a live process right now
+                job, runs = session.get(Job, job_id), _intent_runs(session, job_id, token)
+                if job is None or not runs:
+                    continue
+                found = [] if fresh else executor.find(submission_name(job_id, token))
+                if found and not _handed_over(job, runs[0], found):
+                    # sbatch accepted it, but the server died before submitit wrote the tasks' work beside
+                    # it: the tasks would fail waiting for it. Cancel it (no orphan), submit the intent again.
+                    executor.cancel(found[0].split("_")[0])
+                    log.warning("job %d: cancelled SLURM job %s, whose submission never completed", job_id, found)
+                    found = []
+                try:
+                    _submit_intent(session, job, token, executor, found=found)
+                except (SlurmError, ValueError) as exc:
+                    _end(_intent_runs(session, job_id, token), State.FAILED, f"could not be submitted to SLURM: {exc}")
+        except SlurmError as exc:  # SLURM did not answer whether it has the job: ask again next pass
+            log.warning("job %d: SLURM intent %s not recovered yet (%s)", job_id, token, exc)
+        else:
+            INTENTS.done(token)
 
 
 def cancel_runs(runs: Sequence[Run]) -> None:
     """scancel the SLURM tasks holding `runs`, then end the runs cancelled; Unavailable if SLURM refuses.
 
-    Each task gets SIGTERM, checkpoints and exits without a result file, so nothing reads it later.
+    Each task gets SIGTERM, checkpoints and exits without a result file, so nothing reads it later. A
+    run still carrying an intent may belong to a job sbatch started just before a crash: that job is
+    looked up by name and cancelled too.
     """
     executor = SlurmExecutor(get_settings().slurm)
-    arrays = sorted({task.split("_")[0] for task in map(slurm_task, runs) if task})
+    tasks = [task for task in map(slurm_task, runs) if task]
     try:
+        for token in sorted({token for token in map(intent_token, runs) if token}):
+            tasks += executor.find(submission_name(runs[0].job_id, token))
+        arrays = sorted({task.split("_")[0] for task in tasks})
         for array in arrays:
             executor.cancel(array)
     except SlurmError as exc:
-        raise Unavailable(f"SLURM did not cancel job(s) {', '.join(arrays)} ({exc}); try again") from None
+        raise Unavailable(f"SLURM did not cancel job(s) {', '.join(tasks) or '-'} ({exc}); try again") from None
     now = utcnow()
     for run in runs:
         set_state(run, State.CANCELLED, now=now)
@@ -173,7 +352,13 @@ class SlurmCollector:
             self._stopped.wait(self.interval)
 
     def collect(self) -> None:
-        """One pass: ask SLURM about every task holding an active run, then update each job's runs."""
+        """One pass: ask SLURM about every task holding an active run, then update each job's runs, then
+        submit what needs submitting (intents: left by a crash, or written by this pass's resubmissions)."""
+        recover_intents(self.executor)
+        self._follow()
+        recover_intents(self.executor)
+
+    def _follow(self) -> None:
         # 1. the tasks holding active runs
         with session_scope() as session:
             held = session.execute(
@@ -229,7 +414,7 @@ class SlurmCollector:
         job = group[0].job
         directory = _directory(job, group)
         started = [_read_progress(session, run, directory) for run in group]
-        results = {run.seed: _read_json(directory.seed_dir(run.seed) / "result.json") for run in group}
+        results = {run.seed: _read_json(directory.seed_dir(run.seed) / RESULT_FILE) for run in group}
         if all(results.values()):
             self._finish(session, job, group, results, directory)
             return
@@ -260,7 +445,7 @@ class SlurmCollector:
         _set_running(group, lease_seconds=None)  # a task may start and end between two passes
         for run in group:
             result = results[run.seed] or {}
-            started = _read_json(directory.seed_dir(run.seed) / "config.json") or {}
+            started = _read_json(directory.seed_dir(run.seed) / CONFIG_FILE) or {}
             run.train_seconds += _seconds_between(started.get("started_at"), result.get("finished_at"))
             record_outcome(
                 run,
@@ -268,22 +453,27 @@ class SlurmCollector:
                 step=result["step"],
                 final_metrics=result.get("metrics") or {},
                 error=result.get("error"),
+                divergence=result.get("divergence"),
             )
         run_id = group[0].id if len(group) == 1 else None
         register_checkpoint(session, job_id=job.id, checkpoint=directory.checkpoint_path, run_id=run_id)
 
     def _resubmit(self, job: Job, group: list[Run], what: str) -> None:
-        """Submit the task's seed group again into its directory (it resumes), or fail it at max_attempts."""
+        """Submit the task's seed group again into its directory (it resumes), or fail it at max_attempts.
+
+        Written as an intent, committed with this job's update; the pass submits it right after.
+        """
         attempts = max(run.attempts for run in group)
         if attempts >= self.settings.max_attempts:
             _end(group, State.FAILED, f"gave up after {attempts} attempts (max_attempts); last: {what}")
             return
         try:
-            _submit(job, group, _out_dir(group[0].checkpoint_path), self.executor, array_mode="all_seeds_one_task")
-        except (SlurmError, ValueError) as exc:
+            out_dir = _out_dir(group[0].checkpoint_path)
+            mark_intent(job, group, out_dir=out_dir, array_mode="all_seeds_one_task", reserve=False)
+        except ValueError as exc:
             _end(group, State.FAILED, f"{what}; could not submit it again: {exc}")
             return
-        log.info("job %d: %s; submitted again (attempt %d)", job.id, what, attempts + 1)
+        log.info("job %d: %s; submitting it again (attempt %d)", job.id, what, attempts + 1)
 
 
 def _out_dir(checkpoint_path: str | None) -> str:
@@ -335,13 +525,13 @@ def _read_progress(session: Session, run: Run, directory: JobDirectory) -> bool:
     Returns whether the seed's training has started (its start record exists).
     """
     seed_dir = directory.seed_dir(run.seed)
-    start = _read_json(seed_dir / "config.json")
+    start = _read_json(seed_dir / CONFIG_FILE)
     if start is not None:
         run.device, run.precision = start.get("device"), start.get("precision")
         run.code_version, run.torch_version = start.get("code_version"), start.get("torch_version")
         run.resume_step = start.get("start_step") or None
     rows, last = [], run.step
-    for record in _metric_lines(seed_dir / "metrics.jsonl"):
+    for record in _metric_lines(seed_dir / METRICS_FILE):
         step = record.pop("step")
         if step > run.step:
             rows += [(run.id, step, name, value) for name, value in record.items()]

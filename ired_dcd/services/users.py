@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ired_dcd.models import Job, User, utcnow
+from ired_dcd.models import Job, Sweep, User, utcnow
 from ired_dcd.services.errors import Conflict, Forbidden, InvalidInput, NotFound
 
 TOKEN_PREFIX = "ired_"
@@ -109,8 +109,9 @@ def authenticate(*, session: Session, token: str) -> User | None:
     return user
 
 
-def check_may_change(job: Job, user: User, action: str) -> None:
-    """Forbidden unless `user` owns `job` or is an admin (everyone may read every job)."""
-    if user.is_admin or job.owner_id == user.id:
+def check_may_change(owned: Job | Sweep, user: User, action: str) -> None:
+    """Forbidden unless `user` owns the job (or sweep) or is an admin (everyone may read everything)."""
+    if user.is_admin or owned.owner_id == user.id:
         return
-    raise Forbidden(f"job {job.id} belongs to {job.owner.name}; only its owner or an admin may {action} it")
+    what = f"{type(owned).__name__.lower()} {owned.id}"
+    raise Forbidden(f"{what} belongs to {owned.owner.name}; only its owner or an admin may {action} it")

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import re
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 import redis
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from ired_dcd.models import Job, JobTag, Metric, Run, User
+from ired_dcd.services.execution import dispatch_next
 from ired_dcd.services.runs import set_state, upsert_metrics
-from ired_dcd.services.scheduler import dispatch
+from ired_dcd.services.scheduler import WAITER_KEY, dispatch, lock
 from ired_dcd.services.users import get_or_create_user
 from ired_dcd.states import State
 from tests.conftest import Lab
-from tests.utils.services import ServiceProcess, free_port, job_body, tiny
+from tests.utils.results_factories import add_job
+from tests.utils.services import ServiceProcess, free_port, job_body, tiny, wait_for
 
 pytestmark = pytest.mark.services
 
@@ -144,6 +148,43 @@ def test_list_filters_and_pages(lab: Lab) -> None:
         assert response.status_code == 422 and response.json()["detail"].startswith(f"{field}: "), response.text
 
 
+def test_the_job_list_counts_runs_per_state_and_view_full_lists_them(lab: Lab) -> None:
+    job = submit(lab, {**job_body("q201", seeds=[0, 1, 2]), "tags": ["summary-test"]})
+    lab.http.post(f"/jobs/{job['id']}/cancel")
+    (summary,) = lab.http.get("/jobs", params={"tag": "summary-test"}).json()["data"]
+    assert summary["runs"] == {"cancelled": 3} and summary["steps_total"] == 3 * tiny()["train_steps"]
+    assert "resolved_config" not in summary and summary["config_hash"] == job["config_hash"]
+    (full,) = lab.http.get("/jobs", params={"tag": "summary-test", "view": "full"}).json()["data"]
+    assert full == lab.job(job["id"])
+
+
+def test_a_submission_during_a_dispatch_pass_does_not_wait_for_it_and_the_next_pass_sends_it(lab: Lab) -> None:
+    """Callers arriving while a pass runs share the next pass: one waits for the lock, the others answer
+    at once (issue 14: 50 clients submitting together each waited for every pass before theirs)."""
+
+    def waiting_for_the_lock() -> bool:
+        with lab.session() as session:
+            held = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = :key AND granted")
+            return bool(session.scalar(held, {"key": WAITER_KEY}))
+
+    with lab.session() as pass_under_way:
+        lock(pass_under_way)
+        waiter = threading.Thread(target=dispatch_next)
+        waiter.start()
+        wait_for(waiting_for_the_lock, timeout=30, what="a caller waiting for the dispatch lock")
+        job = submit(lab, job_body(seeds=[0]))  # answered while the lock is still held: it did not wait
+        assert task_ids(lab, job["id"]) == [None]
+        pass_under_way.commit()
+    waiter.join(60)
+    assert not waiter.is_alive()
+    assert None not in task_ids(lab, job["id"])  # the waiter's pass sent it
+
+
+def task_ids(lab: Lab, job_id: int) -> list[str | None]:
+    with lab.session() as session:
+        return list(session.scalars(select(Run.task_id).where(Run.job_id == job_id)))
+
+
 def test_unknown_ids_are_404(lab: Lab) -> None:
     for method, path, detail in (
         ("GET", "/jobs/999999", "job 999999 not found"),
@@ -230,13 +271,47 @@ def test_configs_lists_presets_and_fields(lab: Lab) -> None:
     assert body["fields"]["train_steps"]["minimum"] == 1 and body["max_seeds"] == 64
 
 
-def test_health_and_prometheus(lab: Lab) -> None:
+def test_health_reports_the_lab_server_without_workers(lab: Lab) -> None:
     response = lab.http.get("/health")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "mode": "lab-server", "database": "ok", "broker": "ok", "workers": 0}
-    text = lab.http.get("/metrics")
-    assert text.status_code == 200 and text.headers["content-type"].startswith("text/plain")
-    assert 'ired_jobs{state="cancelled"}' in text.text and 'ired_runs{state="queued"}' in text.text
+
+
+GAUGE_LINE = re.compile(r'^(ired_jobs|ired_runs|ired_running_steps)(?:\{state="(\w+)"\})? (\S+)$', re.MULTILINE)
+
+
+def gauges(lab: Lab) -> dict[str, float]:
+    """The job and run gauges of GET /metrics: 'ired_jobs{queued}' → value, 'ired_running_steps' → value."""
+    response = lab.http.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    found = {
+        f"{name}{{{state}}}" if state else name: float(value)
+        for name, state, value in GAUGE_LINE.findall(response.text)
+    }
+    assert {"ired_jobs{cancelled}", "ired_runs{queued}", "ired_running_steps"} <= set(found), response.text
+    return found
+
+
+def moved(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {key: after[key] - before[key] for key in after if after[key] != before[key]}
+
+
+def test_prometheus_gauges_follow_submit_cancel_and_training_progress(lab: Lab) -> None:
+    start = gauges(lab)
+    job = submit(lab, job_body(seeds=[0, 1]))
+    assert moved(start, gauges(lab)) == {"ired_jobs{queued}": 1, "ired_runs{queued}": 2}
+
+    assert lab.http.post(f"/jobs/{job['id']}/cancel").status_code == 200
+    assert moved(start, gauges(lab)) == {"ired_jobs{cancelled}": 1, "ired_runs{cancelled}": 2}
+
+    cancelled = gauges(lab)
+    with lab.session() as session:  # a job half way: its three runs at step 200 (no worker in this module)
+        add_job(session, "q204", {0: None, 1: None, 2: None}, state=State.RUNNING)
+    assert moved(cancelled, gauges(lab)) == {
+        "ired_jobs{running}": 1,
+        "ired_runs{running}": 3,
+        "ired_running_steps": 600,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -281,6 +356,9 @@ def test_openapi_documents_every_endpoint(lab: Lab) -> None:
         "/jobs/{job_id}",
         "/jobs/{job_id}/cancel",
         "/jobs/{job_id}/retry",
+        "/sweeps",
+        "/sweeps/{sweep_id}",
+        "/sweeps/{sweep_id}/cancel",
         "/runs/{run_id}",
         "/runs/{run_id}/metrics",
         "/configs",

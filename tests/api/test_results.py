@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from ired_core.stats import BUILTIN_BASELINES, compare
+from ired_core.stats import BUILTIN_BASELINES, MEASURED_HERE, Baseline, compare
 from ired_dcd.models import ImportedResult
 from ired_dcd.services.results import config_curves, load_metric_values
 from ired_dcd.states import State
@@ -70,10 +70,11 @@ def plan_study(lab: Lab, results_tag: str) -> dict[str, dict[int, float]]:
 
 
 def test_compare_json_is_the_statistics_of_the_stored_values(lab, results_tag, plan_study):
-    body = compare_json(lab, configs="q201,q202,q203,q204", tag=results_tag)
+    body = compare_json(lab, configs="q201,q202,q203,q204", tag=results_tag, baseline="plan")
     values = {config: [by_seed[s] for s in sorted(by_seed)] for config, by_seed in plan_study.items()}
-    expected = compare(values, BUILTIN_BASELINES["plan"]).to_dict()
-    assert body == expected  # the service adds nothing but the rows' values
+    seeds = {config: sorted(by_seed) for config, by_seed in plan_study.items()}
+    expected = compare(values, BUILTIN_BASELINES["plan"], seeds=seeds).to_dict()
+    assert body == expected  # the service adds nothing but the rows' values and their seeds
     assert [row["name"] for row in body["rows"]] == PLAN.split(",")
     assert [row["n"] for row in body["rows"]] == [5, 5, 5, 5]
     assert body["rows"][3]["mean"] == pytest.approx(np.mean(values["q204_dcd_full"]))
@@ -85,10 +86,41 @@ def test_compare_json_is_the_statistics_of_the_stored_values(lab, results_tag, p
     ]
 
 
-def test_compare_defaults_to_the_plan_configs_and_the_plan_baseline(lab, results_tag, plan_study):
+def test_compare_defaults_to_the_plan_configs_and_without_q100_to_the_plan_baseline(lab, results_tag, plan_study):
     body = compare_json(lab, tag=results_tag)
     assert body["baseline"]["name"] == "plan" and body["baseline"]["mean"] == 0.0096761
+    assert body["baseline"]["origin"] == "measured elsewhere, on another held-out set"
     assert [row["name"] for row in body["rows"]] == PLAN.split(",")
+    assert "no q100_denoise_only results in this selection: the baseline is the plan's number" in body["notes"]
+
+
+def test_the_default_baseline_is_the_q100_runs_of_the_same_tag(lab, results_tag, plan_study):
+    with lab.session() as session:
+        in_house = seeded_values(0.00970, range(5), seed=9)
+        add_job(session, "q100", in_house, tags=[results_tag])
+        add_job(session, "q100", seeded_values(0.02, range(5)), tags=[unique_tag()])  # another study's q100
+    body = compare_json(lab, tag=results_tag)
+    baseline = body["baseline"]
+    assert (baseline["name"], baseline["kind"], baseline["seeds"]) == ("q100_denoise_only", "values", [0, 1, 2, 3, 4])
+    assert baseline["values"] == pytest.approx([in_house[s] for s in range(5)])
+    assert body["success"]["baseline"].startswith("q100_denoise_only (values: ")
+    q204 = next(row for row in body["rows"] if row["name"] == "q204_dcd_full")
+    assert q204["paired_n"] == 5 and q204["paired_p"] is not None and q204["paired_holm_p"] is not None
+
+
+def test_diverged_runs_are_counted_and_their_config_fails(lab, results_tag, plan_study):
+    blow_up = {"step": 250, "rule": "denoiser blow-up", "diagnostic": "loss_denoise", "value": 5e6, "threshold": 10}
+    with lab.session() as session:
+        add_job(session, "q202s", {0: None, 1: None}, tags=[results_tag], state=State.DIVERGED, divergence=blow_up)
+        add_job(session, "q202s", seeded_values(0.0094, [2, 3, 4]), tags=[results_tag])
+    body = compare_json(lab, tag=results_tag)
+    row = next(row for row in body["rows"] if row["name"] == "q202s_cd_stable")
+    assert (row["n"], row["runs_failed"]) == (3, 2)
+    assert row["failure"] == "2 diverged of 5 runs at step 250 (denoiser blow-up: loss_denoise)"
+    stabilised = body["stabilised_success"]
+    assert stabilised["failed_configs"] == ["q202s_cd_stable"] and stabilised["level"] == "none"
+    text = get(lab, tag=results_tag, format="text").text
+    assert "failed, counted as no improvement: q202s_cd_stable" in text and "2 of 5" in text
 
 
 def test_compare_csv_markdown_and_text(lab, results_tag, plan_study):
@@ -103,7 +135,7 @@ def test_compare_csv_markdown_and_text(lab, results_tag, plan_study):
     assert "| q204_dcd_full | 5 |" in markdown.text and "- level: moderate (Q-204 " in markdown.text
 
     text = get(lab, tag=results_tag, format="text").text
-    assert text.startswith("val_mse vs baseline plan (constant 0.0096761)") and "level: moderate" in text
+    assert text.startswith("val_mse vs baseline plan (constant 0.0096761") and "level: moderate" in text
 
 
 def test_config_baseline_uses_the_same_tag_and_its_raw_values(lab, results_tag, plan_study):
@@ -161,9 +193,69 @@ def test_different_settings_of_one_config_are_flagged(lab, results_tag):
     assert any("q204_dcd_full: values from 2 different settings (config hashes" in note for note in notes)
 
 
+def test_grouped_by_setting_each_setting_is_a_row_labelled_by_its_overrides(lab, results_tag):
+    with lab.session() as session:
+        for weight, mean in ((0.1, 0.0097), (1, 0.0094)):
+            overrides = {"energy_reg_weight": weight, "batch_size": 64}  # batch_size is shared: not in labels
+            add_job(session, "q202", seeded_values(mean, [0, 1, 2]), tags=[results_tag], overrides=overrides)
+    by_preset = compare_json(lab, configs="q202", tag=results_tag, baseline="plan")
+    assert [row["name"] for row in by_preset["rows"]] == ["q202_dcd_cdloss"]
+    # by preset, the two settings' seeds collide: each seed counts once, and the note says so
+    assert (
+        "q202_dcd_cdloss: seed(s) 0, 1, 2 have more than one result; the most recent of each counts"
+        in (by_preset["notes"])
+    )
+
+    low, high = "q202_dcd_cdloss · energy_reg_weight=0.1", "q202_dcd_cdloss · energy_reg_weight=1"
+    by_setting = compare_json(lab, configs="q202", tag=results_tag, group_by="setting", baseline="plan")
+    assert [(row["name"], row["n"]) for row in by_setting["rows"]] == [(low, 3), (high, 3)]
+    assert not any("different settings" in note for note in by_setting["notes"])
+    against_low = compare_json(
+        lab, configs="q202", tag=results_tag, group_by="setting", baseline="Q-202 · energy_reg_weight=0.1"
+    )
+    assert against_low["baseline"]["name"] == low
+    assert against_low["rows"][1]["delta_pct"] == pytest.approx(100 * (0.0094 - 0.0097) / 0.0097, abs=1.5)
+    for fmt in ("csv", "markdown"):
+        text = get(lab, configs="q202", tag=results_tag, group_by="setting", format=fmt).text
+        assert low in text and high in text
+
+
+def test_non_preset_imports_need_the_opt_in_and_round_trip_through_compare(lab, results_tag):
+    phase1 = {"baseline": 0.0097, "random mining": 0.0096, "adversarial mining": 0.0095}
+    rows = [
+        (name, seed, value) for name, mean in phase1.items() for seed, value in seeded_values(mean, range(3)).items()
+    ]
+    document = import_csv(results_tag, rows)
+    with lab.session() as session:
+        before = count_imported(session)
+    refused = post_rows(lab, document)
+    assert refused.status_code == 422
+    assert "row 1, field 'config': unknown preset 'baseline'" in refused.json()["detail"]
+    assert "needs custom_configs=true" in refused.json()["detail"]
+    typo = post_rows(lab, import_csv(results_tag, [("q205", 0, 0.0095)]), custom_configs="true")
+    assert typo.status_code == 422 and "row 1, field 'config': 'q205' looks like a preset id" in typo.json()["detail"]
+    with lab.session() as session:
+        assert count_imported(session) == before
+
+    assert post_rows(lab, document, custom_configs="true").json() == {"inserted": 9, "skipped": 0}
+    body = compare_json(lab, configs="baseline,random mining,adversarial mining", baseline="baseline", tag=results_tag)
+    values = {name: [v for n, _, v in rows if n == name] for name in phase1}
+    expected = compare(
+        {name: values[name] for name in ("baseline", "random mining", "adversarial mining")},
+        Baseline.from_values("baseline", values["baseline"], [0, 1, 2], origin=MEASURED_HERE),
+        seeds={name: [0, 1, 2] for name in phase1},
+    ).to_dict()
+    assert body["rows"] == expected["rows"]
+    assert "random mining: imported results of a config that is not a preset here" in body["notes"]
+    unknown = get(lab, configs="baseline,random minnig", tag=results_tag)
+    assert unknown.status_code == 422
+    assert unknown.json()["detail"].startswith("configs: unknown preset 'random minnig'")
+
+
 @pytest.mark.parametrize(
     ("params", "message"),
     [
+        ({"group_by": "seed"}, "group_by: 'seed' is not one of preset, setting"),
         ({"configs": "q201,q999"}, "configs: unknown preset 'q999'; valid: q100_denoise_only"),
         ({"configs": " , "}, "configs: no config given"),
         ({"baseline": "lab11"}, "baseline: 'lab11' is neither a built-in baseline (plan, lab10, ired_published)"),

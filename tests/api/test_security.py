@@ -16,11 +16,13 @@ from api.main import create_app
 from ired_dcd.models import Artifact, ImportedResult
 from ired_dcd.settings import Settings, get_settings
 from tests.conftest import Lab
+from tests.utils.results_factories import unique_tag
 from tests.utils.services import job_body
 
 pytestmark = pytest.mark.services
 
 ORIGIN = "https://lab.example.org"
+TOO_LARGE = {"detail": "body: larger than 2048 bytes, this server's limit"}  # max_request_bytes=2048
 
 
 def in_process(lab: Lab, **settings: object) -> TestClient:
@@ -59,12 +61,11 @@ def test_artifacts_are_listed_and_served_by_id_only(lab: Lab) -> None:
         assert response.status_code in (404, 422) and "not for you" not in response.text, path
 
 
-def test_bodies_over_the_limit_are_413(lab: Lab) -> None:
+def test_bodies_over_the_limit_are_413_but_imports_have_a_limit_of_their_own(lab: Lab) -> None:
     http = in_process(lab, max_request_bytes=2048)
     big = {**job_body(), "tags": ["x" * 60] * 40}
     response = http.post("/jobs", json=big)
-    assert response.status_code == 413
-    assert response.json() == {"detail": "body: larger than 2048 bytes, this server's limit"}
+    assert (response.status_code, response.json()) == (413, TOO_LARGE)
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams in
         yield b'{"config": "q204", "seeds": [0], "tags": ['
@@ -72,12 +73,15 @@ def test_bodies_over_the_limit_are_413(lab: Lab) -> None:
         yield b'"x"]}'
 
     response = http.post("/jobs", content=chunks(), headers={"content-type": "application/json"})
-    assert response.status_code == 413 and response.json()["detail"].startswith("body: larger than 2048 bytes")
+    assert (response.status_code, response.json()) == (413, TOO_LARGE)
     response = http.post("/jobs", json={"seeds": [0]})  # a small body passes the limit
     assert response.status_code == 422 and response.json()["detail"] == "config: Field required"
-    rows = b"config,seed,val_mse\n" * 200
-    response = http.post("/results/import", content=rows, headers={"content-type": "text/csv"})
-    assert response.status_code != 413  # imports have a limit of their own (16 MiB)
+    # imports have a limit of their own (16 MiB): 200 rows (≈ 7 KB) over the 2 KiB limit are all stored
+    tag = unique_tag()
+    rows = "config,seed,val_mse,tags\n" + "".join(f"q204,{seed},0.0095,{tag}\n" for seed in range(200))
+    assert len(rows.encode()) > 2048
+    response = http.post("/results/import", content=rows.encode(), headers={"content-type": "text/csv"})
+    assert (response.status_code, response.json()) == (200, {"inserted": 200, "skipped": 0})
 
 
 def test_nul_characters_in_a_url_are_422_naming_the_parameter(lab: Lab) -> None:

@@ -15,6 +15,7 @@ pytestmark = [pytest.mark.services, pytest.mark.usefixtures("postgres_admin", "r
     ("script", "args", "last_line"),
     [
         ("api_load.py", ["--tiny"], "| POST /jobs | 2 |"),
+        ("abuse.py", ["--tiny"], "5xx answers: 0"),
         ("faults.py", ["--repeat", "1", "--fault", "flush-redis"], "1 fault(s) injected, 0 thing(s) lost"),
     ],
 )

@@ -15,7 +15,7 @@ def test_aliases_resolve_to_the_preset_file(alias):
     assert canonical_preset(alias) == "q204_dcd_full"
 
 
-def test_all_six_presets_ship_and_validate():
+def test_all_nine_presets_ship_and_validate():
     assert set(list_presets()) == {
         "q100_denoise_only",
         "q200_ired_reference",
@@ -23,9 +23,24 @@ def test_all_six_presets_ship_and_validate():
         "q202_dcd_cdloss",
         "q203_dcd_replay",
         "q204_dcd_full",
+        "q202s_cd_stable",
+        "q203s_replay_stable",
+        "q204s_full_stable",
     }
     for name in list_presets():
         assert resolve_config(name).name == name
+
+
+def test_stabilised_arms_are_their_originals_plus_the_stabiliser_only():
+    """Q-20Ns differs from Q-20N only by the CD margin and, for Q-202s and Q-203s, the energy weight
+    (Q-204's warm-up already ends at 0.05): the ablation between the stabilised arms stays the plan's."""
+    for original, stabilised in (("q202", "q202s"), ("q203", "q203s"), ("q204", "q204s")):
+        a, b = resolve_config(original).model_dump(), resolve_config(stabilised).model_dump()
+        changed = {key for key in a if a[key] != b[key]} - {"name", "description"}
+        expected = {"cd_margin"} if original == "q204" else {"cd_margin", "energy_weight_max"}
+        assert changed == expected, (stabilised, changed)
+        assert b["cd_margin"] == 10.0 and b["energy_weight_max"] == 0.05
+    assert resolve_config("Q-202s").name == "q202s_cd_stable"
 
 
 def test_presets_match_the_ablation_table():

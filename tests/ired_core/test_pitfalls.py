@@ -8,7 +8,7 @@ from ired_core.losses import cd_loss, denoising_loss, nce_loss
 from ired_core.model import EnsembleEnergyModel
 from ired_core.replay import ReplayBuffer
 from ired_core.rng import SeedStreams
-from ired_core.samplers import clamp_to_scale, langevin_sigma, langevin_step, run_chain
+from ired_core.samplers import PLAIN_STEP, clamp_to_scale, langevin_step, run_chain
 from ired_core.schedule import make_schedule
 from ired_core.trainer import DIAGNOSTICS, Trainer
 
@@ -171,7 +171,7 @@ def test_langevin_noise_scale_is_mult_sqrt_two_eta(tiny_config, mult):
     noise = torch.randn_like(y)
     moved = langevin_step(model, torch.zeros_like(y), y, t, s, noise, mult)
     expected = mult * (2 * s.step_size[4]).sqrt().item()
-    assert langevin_sigma(t, s, mult)[0, 0, 0].item() == pytest.approx(expected)
+    assert PLAIN_STEP.noise_scale(t, s, mult)[0, 0, 0].item() == pytest.approx(expected)
     assert moved.std().item() == pytest.approx(expected, rel=0.02)
 
 

@@ -65,7 +65,7 @@ def test_text_table_is_aligned_and_marks_holm_p(comparison):
 
 def test_text_report_has_baseline_ablation_success_and_notes(comparison):
     text = format_text(comparison)
-    assert "baseline plan (constant 0.0096761)" in text
+    assert "baseline plan (constant 0.0096761, measured elsewhere, on another held-out set)" in text
     assert "CD loss + Langevin" in text and "residual filter + energy schedule" in text
     assert f"level: {comparison.success.level}" in text
     assert f"Q-204 {comparison.success.q204_better_pct:.2f}% better" in text
@@ -73,9 +73,7 @@ def test_text_report_has_baseline_ablation_success_and_notes(comparison):
 
 
 def test_text_report_marks_the_baseline_row_and_omits_an_empty_ablation():
-    text = format_text(
-        compare({Q201: VALUES[Q201], "other": VALUES[Q204]}, Baseline.from_values(Q201, VALUES[Q201]))
-    )
+    text = format_text(compare({Q201: VALUES[Q201], "other": VALUES[Q204]}, Baseline.from_values(Q201, VALUES[Q201])))
     baseline_line = next(line for line in table_lines(text) if line.startswith(Q201))
     assert baseline_line.rstrip().endswith("baseline")
     assert "ablation" not in text

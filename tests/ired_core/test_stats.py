@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from ired_core.failures import FailedRuns
 from ired_core.stats import (
     BUILTIN_BASELINES,
+    IN_HOUSE_BASELINE,
+    MEASURED_HERE,
     PLAN_BASELINE_MSE,
     Q201,
     Q202,
@@ -20,11 +23,13 @@ from ired_core.stats import (
     baseline_config,
     bootstrap_delta_pct_ci,
     builtin_baseline,
+    choose_baseline,
     compare,
     describe,
     hedges_g,
     hedges_g_one_sample,
     holm_adjust,
+    paired_tests,
     success_level,
 )
 
@@ -81,9 +86,7 @@ def test_raw_baseline_matches_scipy_welch_student_and_mann_whitney():
 def test_summary_baseline_uses_the_from_stats_forms():
     lab10 = builtin_baseline("lab10")
     row = row_of(compare({"x": X}, lab10), "x")
-    moments = dict(
-        mean1=X.mean(), std1=np.std(X, ddof=1), nobs1=8, mean2=0.00969245, std2=0.0000227, nobs2=10
-    )
+    moments = dict(mean1=X.mean(), std1=np.std(X, ddof=1), nobs1=8, mean2=0.00969245, std2=0.0000227, nobs2=10)
     welch = stats.ttest_ind_from_stats(**moments, equal_var=False)
     student = stats.ttest_ind_from_stats(**moments, equal_var=True)
     assert row.welch_t == pytest.approx(welch.statistic, rel=1e-10)
@@ -111,11 +114,13 @@ def test_constant_baseline_is_the_one_sample_t_test():
     assert row.student_p is None and row.mannwhitney_p is None
 
 
-def test_builtin_baselines_hold_the_spec_numbers():
-    assert BUILTIN_BASELINES["plan"] == Baseline.constant("plan", 0.0096761)
-    assert BUILTIN_BASELINES["lab10"] == Baseline.summary("lab10", 0.00969245, 0.0000227, 10)
-    published = Baseline.summary("ired_published", 0.00977702, 0.0000245, 10)
+def test_builtin_baselines_hold_the_spec_numbers_and_say_they_were_measured_elsewhere():
+    elsewhere = "measured elsewhere, on another held-out set"
+    assert BUILTIN_BASELINES["plan"] == Baseline.constant("plan", 0.0096761, origin=elsewhere)
+    assert BUILTIN_BASELINES["lab10"] == Baseline.summary("lab10", 0.00969245, 0.0000227, 10, origin=elsewhere)
+    published = Baseline.summary("ired_published", 0.00977702, 0.0000245, 10, origin=elsewhere)
     assert BUILTIN_BASELINES["ired_published"] == published
+    assert BUILTIN_BASELINES["plan"].describe() == f"plan (constant 0.0096761, {elsewhere})"
     with pytest.raises(ValueError, match="plan, lab10, ired_published"):
         builtin_baseline("lab11")
 
@@ -368,3 +373,87 @@ def test_baseline_config_is_none_for_builtins_and_canonical_for_any_alias_of_a_c
     assert {baseline_config(name) for name in ("q201", "Q-201", Q201)} == {Q201}
     with pytest.raises(ValueError, match=r"'lab11' is neither a built-in baseline \(plan, lab10, ired_published\)"):
         baseline_config("lab11")
+
+
+# --- paired tests by seed, held-out error, the default baseline, failed runs -------------------------
+
+# per-seed values of two configs whose seeds share a component (initial weights, data stream)
+SEEDS = [0, 1, 2, 3, 4, 5, 6]
+SHARED = np.array([3.0, -1.0, 2.0, -2.0, 0.5, 1.5, -3.0]) * 1e-5
+BASE = 0.00970 + SHARED + np.array([1, -2, 1, 0, 2, -1, -1]) * 1e-6
+ARM = 0.00965 + SHARED + np.array([-1, 1, 2, -2, 0, 1, -1]) * 1e-6
+
+
+def test_paired_tests_match_scipy_on_the_seeds_both_sides_have():
+    baseline = Baseline.from_values("b", BASE[1:], seeds=SEEDS[1:])  # seed 0 missing on the baseline side
+    paired = paired_tests(ARM.tolist(), SEEDS, baseline)
+    t_test, wilcoxon = stats.ttest_rel(ARM[1:], BASE[1:]), stats.wilcoxon(ARM[1:], BASE[1:])
+    assert paired.n == 6
+    assert paired.mean_difference == pytest.approx((ARM[1:] - BASE[1:]).mean(), rel=1e-12)
+    assert (paired.t, paired.p) == pytest.approx((t_test.statistic, t_test.pvalue), rel=1e-10)
+    assert paired.wilcoxon_p == pytest.approx(wilcoxon.pvalue, rel=1e-10)
+
+
+def test_pairing_removes_the_shared_seed_component_the_unpaired_test_keeps():
+    row = row_of(compare({"arm": ARM}, Baseline.from_values("b", BASE, seeds=SEEDS), seeds={"arm": SEEDS}), "arm")
+    assert row.paired_n == 7 and row.paired_p < 1e-4 < row.welch_p
+
+
+def test_paired_p_values_are_holm_adjusted_as_one_family():
+    values = {"arm": ARM, "same": BASE + np.array([1, -1, 2, -2, 1, -1, 0]) * 1e-7}
+    comparison = compare(values, Baseline.from_values("b", BASE, seeds=SEEDS), seeds={name: SEEDS for name in values})
+    raw = [row_of(comparison, name).paired_p for name in values]
+    assert [row_of(comparison, name).paired_holm_p for name in values] == pytest.approx(holm_adjust(raw))
+
+
+def test_no_paired_tests_without_seeds_on_both_sides():
+    assert paired_tests(ARM.tolist(), SEEDS, Baseline.from_values("b", BASE)).n == 0
+    assert paired_tests(ARM.tolist(), SEEDS, builtin_baseline("plan")).p is None
+    too_few = paired_tests(ARM[:1].tolist(), SEEDS[:1], Baseline.from_values("b", BASE, seeds=SEEDS))
+    assert too_few.p is None and "1 seed(s) in common" in too_few.notes[0]
+
+
+def test_held_out_standard_error_of_a_mean_over_seeds_is_the_mean_of_theirs():
+    row = row_of(compare({"x": X}, builtin_baseline("plan"), held_out_se={"x": [2e-5, 4e-5]}), "x")
+    assert row.held_out_se == pytest.approx(3e-5)
+    assert row_of(compare({"x": X}, builtin_baseline("plan")), "x").held_out_se is None
+
+
+def test_default_baseline_is_q100_trained_here_when_it_has_results():
+    found = {IN_HOUSE_BASELINE: [0.0097, 0.00971], Q204: [0.0095, 0.0096]}
+    chosen = choose_baseline("auto", found, {IN_HOUSE_BASELINE: [0, 1]})
+    assert (chosen.name, chosen.kind, chosen.seeds, chosen.origin) == (
+        IN_HOUSE_BASELINE,
+        "values",
+        (0, 1),
+        MEASURED_HERE,
+    )
+    assert choose_baseline("auto", {Q204: [0.0095]}) == BUILTIN_BASELINES["plan"]
+    assert choose_baseline("q201", {Q201: [0.0097, 0.0098]}).name == Q201
+    with pytest.raises(ValueError, match="q203_dcd_replay has no succeeded val_mse results"):
+        choose_baseline("Q-203", found)
+
+
+def test_success_level_names_its_baseline():
+    in_house = Baseline.from_values(IN_HOUSE_BASELINE, Y, seeds=range(7), origin=MEASURED_HERE)
+    success = compare({Q204: X}, in_house).success
+    assert success.baseline == in_house.describe() and MEASURED_HERE in success.baseline
+    assert "measured elsewhere" in compare({Q204: X}, builtin_baseline("plan")).success.baseline
+
+
+def test_a_config_with_failed_runs_never_counts_towards_success():
+    failed = FailedRuns(
+        Q204, runs=10, diverged=2, failed=0, first_step=180, last_step=260, reasons=("collapse: loss_denoise",)
+    )
+    comparison = compare({Q204: X}, builtin_baseline("plan"), failures={Q204: failed})
+    row = row_of(comparison, Q204)
+    assert row.delta_pct < 0 and row.runs_failed == 2
+    assert row.failure == "2 diverged of 10 runs at steps 180–260 (collapse: loss_denoise)"
+    assert comparison.success.level == "none" and comparison.success.failed_configs == (Q204,)
+    assert compare({Q204: X}, builtin_baseline("plan")).success.level == "moderate"  # without the failures
+
+
+def test_an_arm_whose_every_run_diverged_is_a_row_with_no_values_and_its_failure():
+    failed = FailedRuns(Q202, runs=5, diverged=5, failed=0, first_step=250, last_step=250, reasons=())
+    row = row_of(compare({Q202: []}, builtin_baseline("plan"), failures={Q202: failed}), Q202)
+    assert (row.n, row.mean, row.failure) == (0, None, "5 diverged of 5 runs at step 250")

@@ -3,7 +3,7 @@ import torch
 
 from ired_core.configs import list_presets
 from ired_core.data import held_out_set
-from ired_core.trainer import DIAGNOSTICS, Trainer
+from ired_core.trainer import DIAGNOSTICS, Trainer, code_version
 
 
 def _params(trainer: Trainer) -> dict[str, torch.Tensor]:
@@ -43,8 +43,25 @@ def test_checkpoint_with_other_architecture_or_seeds_is_refused(tiny_config, tmp
         Trainer(tiny_config("q201", hidden_dim=48), [0, 1]).load_checkpoint(tmp_path / "c.pt")
     with pytest.raises(ValueError, match="seeds"):
         Trainer(tiny_config("q201"), [0, 2]).load_checkpoint(tmp_path / "c.pt")
-    longer = Trainer(tiny_config("q201", train_steps=500), [0, 1])  # extending a run is allowed
+
+
+def test_a_checkpoint_extends_into_a_longer_run_with_its_whole_state(tiny_config, tmp_path):
+    """More train_steps is allowed: the longer run starts from the saved step, weights, EMA, optimizer,
+    replay buffer and random streams, keeps its own train_steps, and trains on to them."""
+    trainer = Trainer(tiny_config("q204", train_steps=12, ema_every=3), [0, 1])
+    trainer.run(checkpoint_path=tmp_path / "c.pt")
+    longer = Trainer(tiny_config("q204", train_steps=20, ema_every=3), [0, 1])
     longer.load_checkpoint(tmp_path / "c.pt")
+    assert longer.step == 12 and longer.config.train_steps == 20
+    for name, value in _params(trainer).items():
+        assert torch.equal(value, _params(longer)[name]), name
+    saved_state = trainer.optimizer.state_dict()["state"]
+    for index, state in longer.optimizer.state_dict()["state"].items():
+        assert torch.equal(state["exp_avg"], saved_state[index]["exp_avg"])
+    for key, value in trainer.replay.state_dict().items():
+        assert torch.equal(value, longer.replay.state_dict()[key]), key
+    assert torch.equal(longer.streams.get_state()[0], trainer.streams.get_state()[0])
+    assert longer.run()[0].step == 20
 
 
 @pytest.mark.parametrize("preset", sorted(list_presets()))
@@ -65,6 +82,59 @@ def test_ensemble_equals_separate_single_seed_runs(tiny_config, preset):
     replay_col = DIAGNOSTICS.index("replay_frac")
     if ensemble.config.replay:
         assert ensemble_diag[-1, :, replay_col].min() > 0.5  # the replay path really ran
+
+
+@pytest.mark.parametrize("preset", sorted(list_presets()))
+def test_the_reuse_engine_trains_the_same_model_as_the_eager_reference(tiny_config, preset):
+    """The conditioning on (A, t) made once per step and shared (engine "reuse") against every energy call
+    making its own (engine "eager"): the same diagnostics and weights over 20 steps, within fp32 rounding
+    (only the order in which autograd sums the shared conditioning's gradients differs)."""
+    cfg = tiny_config(preset, energy_warmup_frac=0.0 if preset != "q204_dcd_full" else 0.2)
+    seeds = [3, 5]
+    eager, reuse = Trainer(cfg, seeds, engine="eager"), Trainer(cfg, seeds, engine="reuse")
+    eager_diag = torch.stack([eager.train_step() for _ in range(cfg.train_steps)])
+    reuse_diag = torch.stack([reuse.train_step() for _ in range(cfg.train_steps)])
+    torch.testing.assert_close(reuse_diag, eager_diag, rtol=1e-4, atol=1e-5)
+    for (name, p_eager), p_reuse in zip(
+        eager.model.state_dict().items(), reuse.model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(p_reuse, p_eager, rtol=1e-4, atol=1e-5, msg=name)
+    torch.testing.assert_close(reuse.evaluate(), eager.evaluate())
+
+
+@pytest.mark.parametrize(
+    ("preset", "eager_calls", "reuse_calls"),
+    [("q100", 1, 1), ("q201", 1 + 2 * 3 + 2, 1), ("q202", 1 + 3 + 2, 1), ("q204", 1 + 3 + 2, 2)],
+)
+def test_the_reuse_engine_conditions_once_per_step_and_once_more_after_replay(
+    tiny_config, preset, eager_calls, reuse_calls
+):
+    """Conditionings made in one step (sampler_steps 3): eager makes one per energy call (Langevin: one per
+    step; gd_reject: two), reuse one, and a second when replay brings other A and t."""
+    cfg = tiny_config(preset, energy_warmup_frac=0.0, p_replay=1.0 if preset == "q204" else 0.0)
+    for engine, expected in (("eager", eager_calls), ("reuse", reuse_calls)):
+        trainer = Trainer(cfg, [0], engine=engine)
+        trainer.train_step()  # the replay buffer fills
+        made = []
+        real = trainer.model.condition
+        trainer.model.condition = lambda a, t, real=real, made=made: made.append(1) or real(a, t)
+        trainer.train_step()
+        assert len(made) == expected, (engine, len(made))
+
+
+def test_an_energy_call_refuses_a_conditioning_made_for_another_input(tiny_config):
+    trainer = Trainer(tiny_config("q202"), [0])
+    a, y, t = torch.zeros(1, 4, 16), torch.zeros(1, 4, 16), torch.zeros(1, 4, dtype=torch.long)
+    cond = trainer.model.condition(a, t)
+    with pytest.raises(ValueError, match="another A or t"):
+        trainer.model.energy(a.clone(), y, t, cond=cond)
+    with pytest.raises(ValueError, match="another A or t"):
+        trainer.model.energy_and_grad(a, y, t.clone(), cond=cond)
+
+
+def test_an_unknown_engine_is_refused(tiny_config):
+    with pytest.raises(ValueError, match="engine"):
+        Trainer(tiny_config("q100"), [0], engine="compiled")
 
 
 def test_divergence_stops_with_a_clear_outcome(tiny_config):
@@ -118,3 +188,15 @@ def test_learns_well_below_the_predict_the_mean_baseline():
     trainer = Trainer(cfg, [0])
     outcome = trainer.run()[0]
     assert outcome.final_metrics["val_mse"] < 0.5 * predict_mean
+
+
+def test_code_version_is_the_commit_an_image_was_built_from_when_it_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    code_version.cache_clear()
+    monkeypatch.setenv("IRED_CODE_VERSION", "git:0123456789ab")
+    try:
+        assert code_version() == "git:0123456789ab"
+    finally:
+        code_version.cache_clear()
+    monkeypatch.delenv("IRED_CODE_VERSION")
+    assert code_version().startswith(("git:", "ired-dcd "))  # this checkout's commit, or the package's version
+    code_version.cache_clear()

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ired_core.configs import canonical_preset, config_hash, resolve_config
-from ired_dcd.models import ImportedResult, Job, JobTag, Run
+from ired_dcd.models import ImportedResult, Job, JobTag, Run, Sweep
 from ired_dcd.services.runs import set_state, upsert_metrics
 from ired_dcd.services.users import get_or_create_user
 from ired_dcd.states import State
@@ -40,11 +40,13 @@ def add_job(
     state: State = State.SUCCEEDED,
     curves: bool = True,
     overrides: Mapping[str, object] | None = None,
+    divergence: Mapping[str, object] | None = None,
 ) -> Job:
     """A job over `values`' seeds whose runs ended in `state` with final val_mse = the value.
 
     With `curves`, every run gets learning curves at CURVE_STEPS: val_mse falling to its final value and
-    the energy diagnostics. A RUNNING state leaves the runs half way (step 200, no final metrics).
+    the energy diagnostics. A RUNNING state leaves the runs half way (step 200, no final metrics). A
+    DIVERGED state records `divergence` (the trainer's record) and no final metrics, at its step.
     """
     preset = canonical_preset(config)
     cfg = resolve_config(preset, {"train_steps": CURVE_STEPS[-1], **(overrides or {})})
@@ -68,7 +70,12 @@ def add_job(
         if curves:
             upsert_metrics(session=session, rows=_curve_rows(run, steps, final or 0.01))
         run.step = steps[-1]
-        if state is not State.RUNNING:
+        if state is State.DIVERGED:
+            run.step = int(divergence["step"]) if divergence else run.step
+            run.divergence = dict(divergence) if divergence else None
+            run.final_metrics = {}
+            set_state(run, state, error="diverged")
+        elif state is not State.RUNNING:
             run.final_metrics = {"val_mse": final, "val_mse_ood": None if final is None else 20 * final}
             set_state(run, state)
     session.commit()
@@ -101,6 +108,28 @@ def seed_plan_study(session: Session, tag: str, seeds: Sequence[int] = (0, 1, 2,
         add_job(session, config, values, tags=[tag])
         out[canonical_preset(config)] = values
     return out
+
+
+def add_sweep(
+    session: Session, config: str, points: Mapping[tuple[tuple[str, object], ...], dict[int, float]]
+) -> Sweep:
+    """A sweep of `config` whose points (field/value pairs → seed → val_mse) succeeded, each a job tagged
+    `sweep-N`, stored as the service stores them; the grid is every field's values in first-seen order."""
+    grid: dict[str, list[object]] = {}
+    for point in points:
+        for name, value in point:
+            if value not in grid.setdefault(name, []):
+                grid[name].append(value)
+    seeds = sorted({seed for values in points.values() for seed in values})
+    owner = get_or_create_user(session=session, name="local")
+    sweep = Sweep(preset=canonical_preset(config), overrides={}, grid=grid, seeds=seeds, owner=owner)
+    session.add(sweep)
+    session.flush()
+    for point, values in points.items():
+        job = add_job(session, config, values, tags=[f"sweep-{sweep.id}"], overrides=dict(point))
+        job.sweep_id = sweep.id
+    session.commit()
+    return sweep
 
 
 def count_imported(session: Session) -> int:

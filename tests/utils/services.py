@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +20,10 @@ import httpx
 T = TypeVar("T")
 
 # a job a 2-core CPU trains in about a second; more steps for jobs that must still be running
+NO_KEEPALIVE = httpx.Limits(max_keepalive_connections=0)
+"""A fresh connection per request: a test that pauses longer than uvicorn's keep-alive (5 s) could send on
+a connection the server is closing at that moment, and read 'connection reset by peer'."""
+
 TINY: dict[str, Any] = {
     "train_steps": 40,
     "batch_size": 16,
@@ -34,6 +39,11 @@ TINY: dict[str, Any] = {
     "replay_size": 64,
 }
 LONG_STEPS = 1_000_000  # a job that only ends when cancelled
+# A job that runs out of memory under ADDRESS_SPACE: step 1 is trained and logged, then the first
+# evaluation (step 2) allocates 33 GB for a held-out set of 10⁶ rank-64 problems, and fails thus.
+TOO_BIG: dict[str, Any] = {"rank": 64, "val_size": 1_000_000, "eval_every": 2, "log_every": 1}
+TOO_BIG_ALLOCATION = "DefaultCPUAllocator: can't allocate memory: you tried to allocate 32768000000 bytes"
+ADDRESS_SPACE = 4 << 30  # bytes, for a worker or SLURM task; one training a tiny job peaks near 0.8 GiB
 
 IRED_DCD = [sys.executable, "-m", "ired_dcd"]  # the `ired-dcd` command of this interpreter
 SERVICE_ENV_KEYS = ("DATABASE_URL", "IRED_DATABASE_URL", "BROKER_URL", "IRED_BROKER_URL", "CELERY_BROKER_URL")
@@ -64,6 +74,15 @@ def wait_for(check: Callable[[], T | None], *, timeout: float, what: str, interv
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
+
+
+async def wait_for_async(check: Callable[[], Awaitable[object]], *, timeout: float, what: str) -> None:
+    """`wait_for` inside an event loop: await `check()` until it is truthy, letting other tasks run between."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(0.01)
 
 
 def follow_states(
@@ -133,9 +152,16 @@ class ServiceProcess:
         return self.process.returncode
 
 
-def worker_process(env: Mapping[str, str], log_path: Path, name: str) -> ServiceProcess:
-    """`ired-dcd worker --name NAME`: a real Celery worker with one training process."""
-    worker = ServiceProcess([*IRED_DCD, "worker", "--name", name], env=env, log_path=log_path)
+def worker_process(
+    env: Mapping[str, str], log_path: Path, name: str, *, address_space: int | None = None
+) -> ServiceProcess:
+    """`ired-dcd worker --name NAME`: a real Celery worker with one training process.
+
+    `address_space` (bytes) limits the virtual memory of the worker and its training process
+    (RLIMIT_AS, set by `prlimit`): an allocation beyond it fails as it would on a machine without the memory.
+    """
+    limit = ["prlimit", f"--as={address_space}", "--"] if address_space is not None else []
+    worker = ServiceProcess([*limit, *IRED_DCD, "worker", "--name", name], env=env, log_path=log_path)
     worker.wait_for_log(" ready.", timeout=60)
     return worker
 
@@ -143,7 +169,7 @@ def worker_process(env: Mapping[str, str], log_path: Path, name: str) -> Service
 def server_process(env: Mapping[str, str], log_path: Path, port: int) -> tuple[ServiceProcess, httpx.Client]:
     """`ired-dcd serve` on `port`, waited for until its health check sees a worker."""
     server = ServiceProcess([*IRED_DCD, "serve", "--port", str(port)], env=env, log_path=log_path)
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, limits=NO_KEEPALIVE)
 
     def healthy() -> bool:
         if server.process.poll() is not None:
@@ -152,10 +178,25 @@ def server_process(env: Mapping[str, str], log_path: Path, port: int) -> tuple[S
             body = http.get("/health").json()
         except httpx.HTTPError:
             return False
-        return body.get("workers", 0) >= 1
+        return (body.get("workers") or 0) >= 1  # None while its broker does not answer yet
 
     wait_for(healthy, timeout=90, what="the embedded server and its worker", interval=0.5)
     return server, http
+
+
+def postgres_binaries() -> Path | None:
+    """The newest installed PostgreSQL's bin folder (initdb, pg_ctl), or None."""
+    binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return binaries[-1].parent if binaries else None
+
+
+def private_services_problem() -> str | None:
+    """Why this machine cannot start a Postgres and a Redis of a test's own, or None when it can."""
+    if postgres_binaries() is None:
+        return "no pg_ctl under /usr/lib/postgresql/*/bin for a private Postgres (apt-get install postgresql)"
+    if shutil.which("redis-server") is None:
+        return "no redis-server on PATH for a private Redis (apt-get install redis-server)"
+    return None
 
 
 class PrivateRedis:
@@ -179,10 +220,10 @@ class PrivatePostgres:
     """
 
     def __init__(self) -> None:
-        binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-        if not binaries:
+        binaries = postgres_binaries()
+        if binaries is None:
             raise FileNotFoundError("no pg_ctl under /usr/lib/postgresql/*/bin")
-        self.bin = binaries[-1].parent
+        self.bin = binaries
         self.user = "postgres" if os.geteuid() == 0 else None
         self.folder = Path(tempfile.mkdtemp(prefix="ired-pg-"))
         if self.user is not None:

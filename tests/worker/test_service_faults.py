@@ -4,25 +4,24 @@ nothing (tests/utils/faults.py; bench/faults.py repeats them in a loop)."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
-from contextlib import ExitStack
 
 import pytest
 
-from tests.conftest import service_unreachable
 from tests.utils import faults
+from tests.utils.gates import unavailable
+from tests.utils.services import private_services_problem
 
 pytestmark = pytest.mark.services
 
 
 @pytest.fixture(scope="module")
 def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[faults.PrivateLab]:
-    with ExitStack() as stack:
-        try:
-            private = stack.enter_context(faults.private_lab(tmp_path_factory.mktemp("faults")))
-        except (OSError, subprocess.CalledProcessError, AssertionError) as exc:  # no initdb or redis-server here
-            service_unreachable("a private Postgres and Redis", "/usr/lib/postgresql/*/bin, redis-server", exc)
+    """The lab on services of its own. Only missing binaries are a gate: a lab that fails to start is an error."""
+    problem = private_services_problem()
+    if problem:
+        unavailable(problem)
+    with faults.private_lab(tmp_path_factory.mktemp("faults")) as private:
         yield private
 
 

@@ -11,14 +11,15 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from ired_core.configs import parse_overrides
 from ired_dcd.states import State
-from tests.utils.slurm import cancel_leftovers, cluster_problem
+from tests.utils.services import wait_for
+from tests.utils.slurm import require_sacct, settled_in_slurm
 from worker.slurm import (
     SlurmExecutor,
     SlurmSettings,
@@ -28,7 +29,7 @@ from worker.slurm import (
     render_sbatch,
 )
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULE = "tests.worker.test_slurm_cluster"
@@ -70,21 +71,10 @@ def counting_entry(*, job_id: int, seeds: list[int], out_dir: str, should_stop: 
 # --- fixtures and helpers ---------------------------------------------------------------------------
 
 
-def _sacct_works() -> bool:
-    return subprocess.run(["sacct", "-n", "-X", "-j", "1"], capture_output=True, timeout=15).returncode == 0
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cluster() -> None:
-    problem = cluster_problem()
-    if problem:
-        pytest.skip(problem)
-
-
 @pytest.fixture(params=["sacct", "squeue"])
 def state_source(request: pytest.FixtureRequest) -> str:
-    if request.param == "sacct" and not _sacct_works():
-        pytest.skip("sacct does not answer (no slurmdbd): .ci/slurm-setup.sh without IRED_SLURM_ACCOUNTING=no")
+    if request.param == "sacct":
+        require_sacct()
     return request.param
 
 
@@ -105,19 +95,17 @@ def wait_until(
     done: Callable[[SlurmTaskStatus], bool],
     describe: Callable[[], str] = str,
 ) -> dict[str, SlurmTaskStatus]:
-    deadline = time.monotonic() + LIMIT_S
     latest: dict[str, SlurmTaskStatus] = {}
-    while time.monotonic() < deadline:
+
+    def check() -> bool:
         latest.update(executor.status(task_ids))
-        if len(latest) == len(task_ids) and all(done(s) for s in latest.values()):
-            return latest
-        time.sleep(0.5)
-    raise AssertionError(f"not done after {LIMIT_S} s: {latest}\n{describe()}")
+        return len(latest) == len(task_ids) and all(done(s) for s in latest.values())
 
-
-def _settled(status: SlurmTaskStatus) -> bool:
-    """Final, and from SLURM itself (not a result file or the grace period)."""
-    return status.change.final and status.source in ("sacct", "squeue", "scontrol")
+    try:
+        wait_for(check, timeout=LIMIT_S, what=f"tasks {task_ids}", interval=0.5)
+    except AssertionError as timed_out:
+        raise AssertionError(f"{timed_out}: {latest}\n{describe()}") from None
+    return latest
 
 
 def logs(submission: SlurmSubmission) -> str:
@@ -126,36 +114,32 @@ def logs(submission: SlurmSubmission) -> str:
 
 
 def wait_for_file(path: Path) -> None:
-    deadline = time.monotonic() + LIMIT_S
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.2)
-
-
-@pytest.fixture
-def cleanup() -> Iterator[list[str]]:
-    """SLURM job ids to scancel after the test if they still wait or run (a failed test)."""
-    ids: list[str] = []
-    yield ids
-    cancel_leftovers(ids)
+    wait_for(path.exists, timeout=LIMIT_S, what=f"{path} to appear", interval=0.2)
 
 
 # --- tests ------------------------------------------------------------------------------------------
 
 
 @pytest.mark.usefixtures("in_repo_root")
-def test_array_of_two_completes_with_results(tmp_path: Path, state_source: str, cleanup: list[str]) -> None:
+def test_array_of_two_completes_with_results(tmp_path: Path, state_source: str, slurm_jobs: list[str]) -> None:
     executor = SlurmExecutor(cpu_settings(state_source=state_source))
-    submission = executor.submit(7, [3, 4], entry=f"{MODULE}:square_entry", out_dir=tmp_path, options={"scale": 10})
-    cleanup.append(submission.slurm_job_id)
+    name = f"ired-test-{tmp_path.name}"
+    submission = executor.submit(
+        7, [3, 4], entry=f"{MODULE}:square_entry", out_dir=tmp_path, options={"scale": 10}, name=name
+    )
+    slurm_jobs.append(submission.slurm_job_id)
     assert len(submission.task_ids) == 2 and submission.seed_groups == [[3], [4]]
     assert submission.task_ids == [f"{submission.slurm_job_id}_0", f"{submission.slurm_job_id}_1"]
 
     final = wait_until(executor, submission.task_ids, lambda s: s.change.final, lambda: logs(submission))
     assert {s.change.state for s in final.values()} == {State.SUCCEEDED}, logs(submission)
     # a fresh executor (a restarted server, before it tracks its submissions) learns it from SLURM alone
-    from_slurm = wait_until(SlurmExecutor(cpu_settings(state_source=state_source)), submission.task_ids, _settled)
+    from_slurm = wait_until(
+        SlurmExecutor(cpu_settings(state_source=state_source)), submission.task_ids, settled_in_slurm
+    )
     assert {s.change.state for s in from_slurm.values()} == {State.SUCCEEDED}
+    # found by name once ended, from squeue alone too: accounting can lag behind a job that just ended
+    assert SlurmExecutor(cpu_settings(state_source=state_source)).find(name) == submission.task_ids
     for index, task_id in enumerate(submission.task_ids):
         result = read_task_result(submission.folder, task_id)
         assert result is not None and result.ok
@@ -165,25 +149,25 @@ def test_array_of_two_completes_with_results(tmp_path: Path, state_source: str, 
 
 
 @pytest.mark.usefixtures("in_repo_root")
-def test_cancel_maps_to_cancelled(tmp_path: Path, state_source: str, cleanup: list[str]) -> None:
+def test_cancel_maps_to_cancelled(tmp_path: Path, state_source: str, slurm_jobs: list[str]) -> None:
     executor = SlurmExecutor(cpu_settings(state_source=state_source))
     submission = executor.submit(8, [0], entry=f"{MODULE}:sleep_entry", out_dir=tmp_path)
-    cleanup.append(submission.slurm_job_id)
+    slurm_jobs.append(submission.slurm_job_id)
     wait_until(executor, submission.task_ids, lambda s: s.change.state == State.RUNNING, lambda: logs(submission))
     wait_for_file(tmp_path / "started")
 
     executor.cancel(submission.slurm_job_id)
-    final = wait_until(executor, submission.task_ids, _settled, lambda: logs(submission))
+    final = wait_until(executor, submission.task_ids, settled_in_slurm, lambda: logs(submission))
     change = final[submission.task_ids[0]].change
     assert (change.state, change.requeue) == (State.CANCELLED, False)
     assert read_task_result(submission.folder, submission.task_ids[0]) is None  # stopped: no result
 
 
 @pytest.mark.usefixtures("in_repo_root")
-def test_time_limit_warning_requeues_and_resumes(tmp_path: Path, cleanup: list[str]) -> None:
+def test_time_limit_warning_requeues_and_resumes(tmp_path: Path, slurm_jobs: list[str]) -> None:
     executor = SlurmExecutor(cpu_settings())
     submission = executor.submit(9, [0], entry=f"{MODULE}:counting_entry", out_dir=tmp_path, options={"steps": 40})
-    cleanup.append(submission.slurm_job_id)
+    slurm_jobs.append(submission.slurm_job_id)
     task_id = submission.task_ids[0]
     wait_for_file(tmp_path / "progress")
 
@@ -194,9 +178,12 @@ def test_time_limit_warning_requeues_and_resumes(tmp_path: Path, cleanup: list[s
     result = read_task_result(submission.folder, task_id)
     assert result is not None and result.ok
     assert result.value == {"step": 40, "starts": 2, "restarts": 1}
+    # the result file comes before the task's exit: wait for SLURM's own word, which teardown must not preempt
+    from_slurm = wait_until(SlurmExecutor(cpu_settings()), [task_id], settled_in_slurm)
+    assert from_slurm[task_id].change.state == State.SUCCEEDED
 
 
-def test_rendered_sbatch_script_runs_an_array(tmp_path: Path, cleanup: list[str]) -> None:
+def test_rendered_sbatch_script_runs_an_array(tmp_path: Path, slurm_jobs: list[str]) -> None:
     # the script as `ired-dcd sbatch` prints it, with a stub `ired-dcd` that records its arguments
     bin_dir, out, log_dir = tmp_path / "bin", tmp_path / "out dir", tmp_path / "logs"
     for directory in (bin_dir, out, log_dir):
@@ -217,7 +204,7 @@ def test_rendered_sbatch_script_runs_an_array(tmp_path: Path, cleanup: list[str]
     submitted = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True, timeout=30)
     assert submitted.returncode == 0, submitted.stderr
     array_id = submitted.stdout.strip().split(";")[0]
-    cleanup.append(array_id)
+    slurm_jobs.append(array_id)
     task_ids = [f"{array_id}_{i}" for i in range(3)]
     executor = SlurmExecutor(cpu_settings())
     final = wait_until(executor, task_ids, lambda s: s.change.final, lambda: "\n".join(map(str, log_dir.iterdir())))

@@ -4,87 +4,33 @@ the compute node trains into the shared artifacts directory, and the collector b
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
+from ired_core.trainer import VALIDATION_METRICS
 from ired_dcd.models import Artifact, Job, Metric
-from ired_dcd.services.slurm import SlurmCollector
 from ired_dcd.settings import get_settings
 from ired_dcd.states import State
-from tests.conftest import Lab, lab_server
-from tests.utils.services import LONG_STEPS, ended, follow_states, tiny, wait_for
-from tests.utils.slurm import cancel_leftovers, cluster_problem
+from tests.conftest import Lab
+from tests.utils.services import LONG_STEPS, ended, follow_states, wait_for
+from tests.utils.slurm import (
+    CPU_TASK,
+    ended_in_slurm,
+    slurm_body,
+    submit_slurm_job,
+    task_logs,
+)
 from worker.slurm import SlurmExecutor, SlurmSettings
 
 pytestmark = [pytest.mark.slurm, pytest.mark.services]
 
-# the server's SLURM defaults: the nodes run this repository's interpreter; poll every second
-SERVER_SLURM = {"IRED_SLURM__PYTHON": sys.executable, "IRED_SLURM__POLL_INTERVAL_S": "1"}
-# the job's overrides: one CPU, no GPU, no memory limit
-CPU_TASK = {"gpus_per_task": 0, "cpus_per_task": 1, "mem_gb": None, "time_minutes": 5}
 LIMIT_S = 90
 
 
-@pytest.fixture(scope="module")
-def cluster() -> None:
-    problem = cluster_problem()
-    if problem:
-        pytest.skip(problem)
-
-
-@pytest.fixture(scope="module")
-def slurm_lab(
-    cluster: None, postgres_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Lab]:
-    """The lab server with SLURM settings and a running collector (what `ired-dcd serve` starts)."""
-    tmp = tmp_path_factory.mktemp("slurm")
-    with lab_server(database_url=postgres_url, redis_url=redis_url, tmp=tmp, **SERVER_SLURM) as lab:
-        collector = SlurmCollector()
-        collector.start()
-        try:
-            yield lab
-        finally:
-            collector.stop()
-
-
-@pytest.fixture
-def slurm_jobs() -> Iterator[list[str]]:
-    """SLURM job ids to scancel after the test if they still wait or run (a failed test)."""
-    ids: list[str] = []
-    yield ids
-    cancel_leftovers(ids)
-
-
-def slurm_body(seeds: list[int], **overrides: Any) -> dict[str, Any]:
-    return {
-        "config": "q204",
-        "seeds": seeds,
-        "overrides": tiny(**{"train_steps": 20, "eval_every": 10, **overrides}),
-        "executor": "slurm",
-        "slurm": CPU_TASK,
-    }
-
-
-def submit(lab: Lab, body: dict[str, Any], slurm_jobs: list[str]) -> dict[str, Any]:
-    response = lab.http.post("/jobs", json=body)
-    assert response.status_code == 201, response.text
-    job = response.json()
-    slurm_jobs.append(job["executor_ref"])
-    return job
-
-
-def task_logs(job_id: int) -> str:
-    """The job's SLURM task logs, for assertion messages."""
-    root = get_settings().artifacts_path / f"job-{job_id}"
-    return "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(root.glob("*/slurm/*.err")))
-
-
 def test_slurm_job_succeeds_with_metrics_in_the_database(slurm_lab: Lab, slurm_jobs: list[str]) -> None:
-    job = submit(slurm_lab, slurm_body([0, 1]), slurm_jobs)
+    job = submit_slurm_job(slurm_lab, slurm_body([0, 1]), slurm_jobs)
     array = job["executor_ref"]
     assert array.isdigit() and job["slurm"] == CPU_TASK
     assert [(run["state"], run["worker"], run["attempts"]) for run in job["runs"]] == [
@@ -94,9 +40,13 @@ def test_slurm_job_succeeds_with_metrics_in_the_database(slurm_lab: Lab, slurm_j
 
     _, job = follow_states(lambda: slurm_lab.job(job["id"]), until=ended, timeout=LIMIT_S)
     assert job["state"] == "succeeded", f"{job}\n{task_logs(job['id'])}"
+    # the tasks wrote their results before exiting: SLURM ends them a moment later, and must say COMPLETED
+    # (teardown used to find them still running and cancel them)
+    in_slurm = ended_in_slurm([f"{array}_0", f"{array}_1"], timeout=LIMIT_S)
+    assert {status.slurm_state for status in in_slurm.values()} == {"COMPLETED"}, in_slurm
     for run in job["runs"]:
         assert (run["step"], run["attempts"], run["error"], run["worker"]) == (20, 1, None, None)
-        assert set(run["final_metrics"]) == {"val_mse", "val_mse_x0", "val_mse_ood"}
+        assert set(run["final_metrics"]) == set(VALIDATION_METRICS)
         assert run["device"].startswith("cpu") and run["precision"] == "fp32" and run["code_version"]
         assert run["train_seconds"] > 0 and run["started_at"] and run["finished_at"]
 
@@ -121,7 +71,7 @@ def test_slurm_job_succeeds_with_metrics_in_the_database(slurm_lab: Lab, slurm_j
 
 
 def test_cancel_through_the_api_cancels_the_slurm_job(slurm_lab: Lab, slurm_jobs: list[str]) -> None:
-    job = submit(slurm_lab, slurm_body([3], train_steps=LONG_STEPS, checkpoint_every=50), slurm_jobs)
+    job = submit_slurm_job(slurm_lab, slurm_body([3], train_steps=LONG_STEPS, checkpoint_every=50), slurm_jobs)
     running = wait_for(
         lambda: (j := slurm_lab.job(job["id"]))["runs"][0]["step"] > 0 and j,
         timeout=LIMIT_S,

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from ired_core.trainer import VALIDATION_METRICS
 from ired_dcd.models import Metric, Run
 from ired_dcd.settings import get_settings
 from tests.conftest import Lab
@@ -82,7 +83,7 @@ def test_sigkilled_worker_run_resumes_from_checkpoint_on_another(lab: Lab) -> No
     for run in job["runs"]:
         assert (run["state"], run["step"], run["attempts"]) == ("succeeded", STEPS, 2)
         assert 20 <= run["resume_step"] <= killed_at and run["resume_step"] % 20 == 0  # from its last checkpoint
-        assert set(run["final_metrics"]) == {"val_mse", "val_mse_x0", "val_mse_ood"}
+        assert set(run["final_metrics"]) == set(VALIDATION_METRICS)
     assert "resume from step" in rescuer.log()
     assert_complete_curves(lab, job)
     rescuer.kill()
