@@ -29,6 +29,7 @@ from ired_core.report import render
 from ired_core.results_dir import RowFormat
 from ired_core.stats import AUTO_BASELINE, IN_HOUSE_BASELINE, PLAN_CONFIGS, STABILISED_CONFIGS, Comparison
 from ired_dcd.cli.options import add_overrides_option
+from ired_dcd.cli.service import WORKER_STOP_SECONDS
 from ired_dcd.client import Client, ClientError
 from ired_dcd.services.errors import ServiceError
 from ired_dcd.services.results import trivial_predictors_line
@@ -47,7 +48,7 @@ STUDY_ARMS: dict[str, tuple[str, ...]] = {
 }
 """`study --arms`: the configs each choice submits; q100 (the in-house baseline) is always one of them."""
 SERVER_START_SECONDS = 120.0
-SERVER_STOP_SECONDS = 30.0
+SERVER_STOP_SECONDS = WORKER_STOP_SECONDS + 15.0  # the server waits for its worker, then exits
 HEALTH_SECONDS = 15.0
 """/health pings the workers (a second or more on a busy machine)."""
 

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from typing import Any
 
 import uvicorn
@@ -23,7 +24,8 @@ from ired_dcd.states import TERMINAL, State
 from worker.celery_app import PARENT_ENV
 from worker.celery_app import app as celery_app
 
-WORKER_STOP_SECONDS = 10
+WORKER_STOP_SECONDS = 30
+"""How long a stopping server waits for its local worker's runs to checkpoint and hand their leases back."""
 
 
 def register(subparsers: Any) -> None:
@@ -131,15 +133,29 @@ def serve(args: argparse.Namespace) -> int:
     try:
         uvicorn.run("api.main:app", host=host, port=port, log_level="info", workers=args.workers)
     finally:
+        if local_worker is not None:  # first: its runs checkpoint while the collector stops
+            local_worker.send_signal(signal.SIGQUIT)  # cold stop: interrupted runs resume at next start
         if collector is not None:
             collector.stop()
         if local_worker is not None:
-            local_worker.send_signal(signal.SIGQUIT)  # cold stop: interrupted runs resume at next start
-            try:
-                local_worker.wait(WORKER_STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                local_worker.kill()
+            _wait_for_worker(local_worker)
     return 0
+
+
+def _wait_for_worker(worker: subprocess.Popen[bytes]) -> None:
+    """Wait for the local worker's cold stop; kill it when it takes longer than WORKER_STOP_SECONDS."""
+    started = time.monotonic()
+    try:
+        worker.wait(WORKER_STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        print(
+            f"local worker did not stop in {WORKER_STOP_SECONDS} s; killed it: its runs resume "
+            "at the next start once their lease has expired, and count an attempt",
+            file=sys.stderr,
+        )
+    else:
+        print(f"local worker stopped in {time.monotonic() - started:.1f} s")
 
 
 def _loopback(host: str) -> bool:

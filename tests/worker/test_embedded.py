@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, select
 
-from ired_dcd.cli.service import register
+from ired_dcd.cli.service import WORKER_STOP_SECONDS, register
 from ired_dcd.models import Run
 from tests.conftest import service_env
 from tests.utils.services import (
@@ -51,7 +51,12 @@ class Embedded:
 
     def stop(self) -> int:
         self.http.close()
-        return self.server.stop(signal.SIGTERM)
+        return self.server.stop(signal.SIGTERM, timeout=WORKER_STOP_SECONDS + 30)
+
+    def ensure_running(self) -> None:
+        """Start the server again when an earlier test stopped it and failed before starting it."""
+        if self.server.process.poll() is not None:
+            self.start()
 
     def submit(self, body: dict[str, Any]) -> dict[str, Any]:
         response = self.http.post("/jobs", json=body)
@@ -71,10 +76,17 @@ class Embedded:
 
 
 @pytest.fixture(scope="module")
-def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
+def embedded_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
     service = Embedded(tmp_path_factory.mktemp("embedded"))
     yield service
     service.stop()
+
+
+@pytest.fixture
+def embedded(embedded_service: Embedded) -> Embedded:
+    """The module's server, running: one test's failure mid-restart does not fail the tests after it."""
+    embedded_service.ensure_running()
+    return embedded_service
 
 
 def local_worker_pid(server: ServiceProcess) -> int:
@@ -130,7 +142,8 @@ def test_restart_resumes_an_interrupted_run_from_its_checkpoint(embedded: Embedd
     job = embedded.submit(job_body(seeds=[0, 1], train_steps=steps, checkpoint_every=20, eval_every=100))
     wait_for(lambda: embedded.job(job["id"])["runs"][0]["step"] >= 40, timeout=120, what="two checkpoints")
     worker_pid = local_worker_pid(embedded.server)
-    embedded.stop()
+    assert embedded.stop() == 143
+    assert re.search(r"^local worker stopped in [\d.]+ s$", embedded.server.log(), re.M), embedded.server.log()
     wait_for(lambda: gone(worker_pid), timeout=30, what="the local worker to stop with the server")
     for run in embedded.runs_in_database(job["id"]):  # released, not failed: a stop is not a lost attempt
         assert (run.state, run.lease_owner, run.attempts) == ("running", None, 0)
