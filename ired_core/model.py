@@ -13,13 +13,17 @@ The denoiser is the energy gradient ε̂ = ∇_y E(A, y, t).
 
 A sampler chain moves only y, at one A and t, so what A and t alone fix — the time embedding, both FiLM
 projections and A's half of fc1 — can be computed once per chain (`EnsembleEnergyModel.condition`) and
-handed to every energy call of the chain; without it, each call computes its own.
+handed to every energy call of the chain; without it, each call computes its own. The energy and its
+gradient given that conditioning are one pure function of tensors (`energy_and_grad_chain`), which
+`compile_chain` hands to `torch.compile`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -90,6 +94,7 @@ class EnsembleEnergyModel(nn.Module):
         self.film2 = EnsembleLinear(gens, td, 2 * h)
         self.film3 = EnsembleLinear(gens, td, 2 * h)
         self.fc4 = EnsembleLinear(gens, h, dim if config.energy_head == "vector" else 1)
+        self.chain: Callable[[torch.Tensor, ChainInputs], tuple[torch.Tensor, torch.Tensor]] = energy_and_grad_chain
 
     @property
     def num_seeds(self) -> int:
@@ -107,22 +112,7 @@ class EnsembleEnergyModel(nn.Module):
         self, a: torch.Tensor, y: torch.Tensor, t: torch.Tensor, cond: Conditioning | None = None
     ) -> torch.Tensor:
         """E_θ(A, y, t) per sample: a, y (S, B, r²), t (S, B) → (S, B); `cond`: `condition(a, t)`."""
-        return self._forward(a, y, t, cond)[0]
-
-    def _forward(
-        self, a: torch.Tensor, y: torch.Tensor, t: torch.Tensor, cond: Conditioning | None
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Energy and the activations its gradient needs."""
-        if cond is None:
-            cond = self.condition(a, t)
-        elif cond.a is not a or cond.t is not t:
-            raise ValueError("conditioning made for another A or t than the energy is asked at")
-        z1 = torch.baddbmm(cond.c1, y, self.fc1.weight[:, a.shape[-1] :, :])  # (S, B, h)
-        z2 = self.fc2(F.silu(z1)) * cond.scale2 + cond.shift2
-        z3 = self.fc3(F.silu(z2)) * cond.scale3 + cond.shift3
-        out = self.fc4(F.silu(z3))  # (S, B, r²) or (S, B, 1)
-        energy = out.pow(2).sum(dim=-1) if self.energy_head == "vector" else out.squeeze(-1)
-        return energy, {"z1": z1, "z2": z2, "z3": z3, "scale2": cond.scale2, "scale3": cond.scale3, "out": out}
+        return _layers(y, self._chain_inputs(a, t, cond))[0]
 
     def energy_and_grad(
         self,
@@ -132,29 +122,87 @@ class EnsembleEnergyModel(nn.Module):
         create_graph: bool = False,
         cond: Conditioning | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(E, ∇_y E), shapes (S, B) and (S, B, r²), by the chain rule written out.
+        """(E, ∇_y E), shapes (S, B) and (S, B, r²), by the chain rule written out (`energy_and_grad_chain`).
 
         The backward pass reuses the forward's activations instead of asking autograd for a
         gradient of a gradient; with create_graph it is an ordinary differentiable expression, so
         training needs one backward, not a double backward. Each sample's energy depends only on
         its own y, so this is the per-sample gradient — never divided by the batch size.
-
-            ∂E/∂h3 = 2·out·W4ᵀ (vector) or W4ᵀ (scalar)
-            ∂E/∂z_k = ∂E/∂h_k ⊙ silu'(z_k),   silu'(z) = σ(z)·(1 + z·(1 − σ(z)))
-            ∂E/∂h_{k−1} = (∂E/∂z_k ⊙ (1 + g_k)) · W_kᵀ,   ∂E/∂y = ∂E/∂z1 · W1[y rows]ᵀ
         """
         with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
-            energy, c = self._forward(a, y, t, cond)
-            if self.energy_head == "vector":
-                d_h3 = torch.bmm(2 * c["out"], self.fc4.weight.transpose(1, 2))  # (S, B, h)
-            else:
-                d_h3 = self.fc4.weight.transpose(1, 2).expand(-1, y.shape[1], -1)
-            d_z3 = d_h3 * _silu_grad(c["z3"])
-            d_z2 = torch.bmm(d_z3 * c["scale3"], self.fc3.weight.transpose(1, 2)) * _silu_grad(c["z2"])
-            d_z1 = torch.bmm(d_z2 * c["scale2"], self.fc2.weight.transpose(1, 2)) * _silu_grad(c["z1"])
-            w1_y = self.fc1.weight[:, a.shape[-1] :, :]  # (S, r², h): the rows that multiply y
-            grad = torch.bmm(d_z1, w1_y.transpose(1, 2))  # (S, B, r²)
-        return energy, grad
+            return self.chain(y, self._chain_inputs(a, t, cond))
+
+    def compile_chain(self) -> None:
+        """Run `energy_and_grad` through `torch.compile` (Inductor fuses the elementwise work between the
+        GEMMs into a few kernels); the eager function stays the reference it is tested against."""
+        self.chain = torch.compile(energy_and_grad_chain)
+
+    def _chain_inputs(self, a: torch.Tensor, t: torch.Tensor, cond: Conditioning | None) -> ChainInputs:
+        if cond is None:
+            cond = self.condition(a, t)
+        elif cond.a is not a or cond.t is not t:
+            raise ValueError("conditioning made for another A or t than the energy is asked at")
+        return ChainInputs(
+            cond.c1,
+            cond.scale2,
+            cond.shift2,
+            cond.scale3,
+            cond.shift3,
+            self.fc1.weight[:, a.shape[-1] :, :],
+            self.fc2.weight,
+            self.fc2.bias,
+            self.fc3.weight,
+            self.fc3.bias,
+            self.fc4.weight,
+            self.fc4.bias,
+            self.energy_head == "vector",
+        )
+
+
+class ChainInputs(NamedTuple):
+    """What the energy and its gradient take besides y: the conditioning, the weights after fc1's A rows."""
+
+    c1: torch.Tensor
+    scale2: torch.Tensor
+    shift2: torch.Tensor
+    scale3: torch.Tensor
+    shift3: torch.Tensor
+    w1_y: torch.Tensor  # (S, r², h): the rows of W1 that multiply y
+    w2: torch.Tensor
+    b2: torch.Tensor
+    w3: torch.Tensor
+    b3: torch.Tensor
+    w4: torch.Tensor
+    b4: torch.Tensor
+    vector_head: bool
+
+
+def _layers(
+    y: torch.Tensor, x: ChainInputs
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(E, out, z1, z2, z3): the energy and the activations its gradient needs."""
+    z1 = torch.baddbmm(x.c1, y, x.w1_y)  # (S, B, h)
+    z2 = torch.baddbmm(x.b2, F.silu(z1), x.w2) * x.scale2 + x.shift2
+    z3 = torch.baddbmm(x.b3, F.silu(z2), x.w3) * x.scale3 + x.shift3
+    out = torch.baddbmm(x.b4, F.silu(z3), x.w4)  # (S, B, r²) or (S, B, 1)
+    energy = out.pow(2).sum(dim=-1) if x.vector_head else out.squeeze(-1)
+    return energy, out, z1, z2, z3
+
+
+def energy_and_grad_chain(y: torch.Tensor, x: ChainInputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """(E, ∇_y E) from y and `x`, as one pure function of tensors (what `torch.compile` takes):
+
+    ∂E/∂h3 = 2·out·W4ᵀ (vector) or W4ᵀ (scalar)
+    ∂E/∂z_k = ∂E/∂h_k ⊙ silu'(z_k),   silu'(z) = σ(z)·(1 + z·(1 − σ(z)))
+    ∂E/∂h_{k−1} = (∂E/∂z_k ⊙ (1 + g_k)) · W_kᵀ,   ∂E/∂y = ∂E/∂z1 · W1[y rows]ᵀ
+    """
+    energy, out, z1, z2, z3 = _layers(y, x)
+    w4_t = x.w4.transpose(1, 2)
+    d_h3 = torch.bmm(2 * out, w4_t) if x.vector_head else w4_t.expand(-1, y.shape[1], -1)  # (S, B, h)
+    d_z3 = d_h3 * _silu_grad(z3)
+    d_z2 = torch.bmm(d_z3 * x.scale3, x.w3.transpose(1, 2)) * _silu_grad(z2)
+    d_z1 = torch.bmm(d_z2 * x.scale2, x.w2.transpose(1, 2)) * _silu_grad(z1)
+    return energy, torch.bmm(d_z1, x.w1_y.transpose(1, 2))  # (S, B, r²)
 
 
 def _silu_grad(z: torch.Tensor) -> torch.Tensor:

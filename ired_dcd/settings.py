@@ -15,6 +15,7 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ired_core.configs import Engine
 from worker.slurm import SlurmSettings
 
 
@@ -55,6 +56,9 @@ class Settings(BaseSettings):
     queue: str = Field("ired", description="Celery queue the API sends training tasks to")
     split_seeds: bool = Field(False, description="one task per seed instead of one ensemble task per job")
     device: str = Field("auto", description="auto (CUDA when visible, else CPU), cpu, cuda, cuda:N")
+    engine: Engine = Field(
+        "reuse", description="how workers compute a step: reuse, compiled (torch.compile) or eager (the reference)"
+    )
     max_attempts: int = Field(3, ge=1, description="deliveries of a run before it is failed (worker lost)")
     lease_seconds: float = Field(60.0, gt=0, description="a run whose heartbeat is older is taken as dead")
     heartbeat_seconds: float = Field(2.0, gt=0, description="lease renewal and cancellation poll interval")

@@ -24,7 +24,7 @@ def ired_dcd(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def _train(out, steps: int) -> subprocess.CompletedProcess:
+def _train(out, steps: int, *extra: str) -> subprocess.CompletedProcess:
     sets = [arg for item in TINY_SETS for arg in ("--set", item)]
     return ired_dcd(
         "train",
@@ -41,6 +41,7 @@ def _train(out, steps: int) -> subprocess.CompletedProcess:
         "--tag",
         "smoke",
         *sets,
+        *extra,
     )
 
 
@@ -68,8 +69,9 @@ def test_train_writes_config_metrics_result_and_checkpoint(tmp_path):
 
 
 def test_train_again_with_more_steps_resumes_without_duplicate_metric_lines(tmp_path):
+    """The second part also runs on another engine: the checkpoint does not depend on the engine."""
     assert _train(tmp_path, 4).returncode == 0
-    done = _train(tmp_path, 8)
+    done = _train(tmp_path, 8, "--engine", "compiled")
     assert done.returncode == 0 and "resuming" in done.stderr and "from step 4" in done.stderr
     lines = (tmp_path / "q204_dcd_full" / "seed_0" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [2, 4, 6, 8]
@@ -81,6 +83,7 @@ def test_bad_input_exits_2_with_a_message_and_writes_nothing(tmp_path):
         (["--config", "q204", "--set", "batch_size=lots"], "batch_size"),
         (["--config", "q204", "--seeds", "3-1"], "seeds"),
         (["--config", "q204", "--device", "tpu"], "--device"),
+        (["--config", "q204", "--engine", "fast"], "--engine"),
     ]:
         done = ired_dcd("train", *args, "--out", str(tmp_path))
         assert done.returncode == 2, (args, done.stderr)

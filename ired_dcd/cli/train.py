@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+from ired_core.configs import ENGINES
 from ired_dcd.cli.options import add_overrides_option
 
 EXIT_STOPPED = 3  # stopped by SIGTERM/SIGINT after a checkpoint; running the command again resumes
@@ -19,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--seeds", default="0", help="e.g. 0-9 or 0,1,2 (default 0)")
     train.add_argument("--steps", type=int, help="train_steps (shorthand for --set train_steps=N)")
     train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    train.add_argument(
+        "--engine", default="reuse", choices=ENGINES, help="reuse (default), compiled (torch.compile) or eager"
+    )
     add_overrides_option(train)
     train.add_argument("--tag", dest="tags", action="append", default=[], help="tag stored with each result")
     train.add_argument("--out", type=Path, default=Path("runs"), help="output directory (default ./runs)")
@@ -43,7 +47,7 @@ def run_train(args: argparse.Namespace) -> int:
     config = resolve_config(args.config, overrides)
     seeds = parse_seeds(args.seeds)
     _check_device(args.device)
-    trainer = Trainer(config, seeds, device=args.device)
+    trainer = Trainer(config, seeds, device=args.device, engine=args.engine)
     job = JobDirectory(args.out, config, seeds, args.tags)
     if not args.no_resume and job.resume(trainer):
         print(f"resuming {config.name} seeds {seeds} from step {trainer.step}", file=sys.stderr)

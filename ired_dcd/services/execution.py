@@ -258,7 +258,9 @@ def resolve_device(setting: str) -> str:
 
 
 def _train(claim: Claim, *, owner: str, lease: Lease, settings: Settings) -> list[SeedOutcome]:
-    trainer = Trainer(TrainConfig(**claim.config), seeds=claim.seeds, device=resolve_device(settings.device))
+    trainer = Trainer(
+        TrainConfig(**claim.config), seeds=claim.seeds, device=resolve_device(settings.device), engine=settings.engine
+    )
     resumed = None
     if claim.checkpoint.exists():
         trainer.load_checkpoint(claim.checkpoint)

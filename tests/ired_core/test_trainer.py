@@ -1,8 +1,10 @@
 import pytest
 import torch
+from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
 from ired_core.configs import list_presets
 from ired_core.data import held_out_set
+from ired_core.model import energy_and_grad_chain
 from ired_core.trainer import DIAGNOSTICS, Trainer, code_version
 
 
@@ -84,22 +86,27 @@ def test_ensemble_equals_separate_single_seed_runs(tiny_config, preset):
         assert ensemble_diag[-1, :, replay_col].min() > 0.5  # the replay path really ran
 
 
+@pytest.mark.parametrize("engine", ["reuse", "compiled"])
 @pytest.mark.parametrize("preset", sorted(list_presets()))
-def test_the_reuse_engine_trains_the_same_model_as_the_eager_reference(tiny_config, preset):
-    """The conditioning on (A, t) made once per step and shared (engine "reuse") against every energy call
-    making its own (engine "eager"): the same diagnostics and weights over 20 steps, within fp32 rounding
-    (only the order in which autograd sums the shared conditioning's gradients differs)."""
+def test_the_optimised_engines_train_the_same_model_as_the_eager_reference(tiny_config, preset, engine):
+    """The conditioning on (A, t) made once per step and shared ("reuse"; "compiled" also runs the energy and
+    its gradient through torch.compile) against every energy call making its own ("eager"): the same
+    diagnostics and weights over 20 steps, within fp32 rounding (the order in which autograd sums the
+    shared conditioning's gradients differs, and Inductor's fused kernels round differently)."""
     cfg = tiny_config(preset, energy_warmup_frac=0.0 if preset != "q204_dcd_full" else 0.2)
     seeds = [3, 5]
-    eager, reuse = Trainer(cfg, seeds, engine="eager"), Trainer(cfg, seeds, engine="reuse")
+    eager, optimised = Trainer(cfg, seeds, engine="eager"), Trainer(cfg, seeds, engine=engine)
     eager_diag = torch.stack([eager.train_step() for _ in range(cfg.train_steps)])
-    reuse_diag = torch.stack([reuse.train_step() for _ in range(cfg.train_steps)])
-    torch.testing.assert_close(reuse_diag, eager_diag, rtol=1e-4, atol=1e-5)
-    for (name, p_eager), p_reuse in zip(
-        eager.model.state_dict().items(), reuse.model.state_dict().values(), strict=True
+    optimised_diag = torch.stack([optimised.train_step() for _ in range(cfg.train_steps)])
+    torch.testing.assert_close(optimised_diag, eager_diag, rtol=1e-4, atol=1e-5)
+    for (name, p_eager), p_optimised in zip(
+        eager.model.state_dict().items(), optimised.model.state_dict().values(), strict=True
     ):
-        torch.testing.assert_close(p_reuse, p_eager, rtol=1e-4, atol=1e-5, msg=name)
-    torch.testing.assert_close(reuse.evaluate(), eager.evaluate())
+        torch.testing.assert_close(p_optimised, p_eager, rtol=1e-4, atol=1e-5, msg=name)
+    torch.testing.assert_close(optimised.evaluate(), eager.evaluate(), rtol=1e-4, atol=1e-6)
+    if engine == "compiled":  # compiled forms for training and for the EMA's evaluation, and Dynamo compiled it
+        assert energy_and_grad_chain not in (optimised.model.chain, optimised.ema.chain)
+        assert _debug_get_cache_entry_list(energy_and_grad_chain.__code__)
 
 
 @pytest.mark.parametrize(
@@ -134,7 +141,7 @@ def test_an_energy_call_refuses_a_conditioning_made_for_another_input(tiny_confi
 
 def test_an_unknown_engine_is_refused(tiny_config):
     with pytest.raises(ValueError, match="engine"):
-        Trainer(tiny_config("q100"), [0], engine="compiled")
+        Trainer(tiny_config("q100"), [0], engine="fused")
 
 
 def test_divergence_stops_with_a_clear_outcome(tiny_config):
