@@ -9,10 +9,11 @@
 #
 # Parts, in order of what matters most when time is short:
 #   1. training throughput, seed-steps/s at S = 1 and S = 10, batch 2048, for q100, Q-201…Q-204 and the
-#      stabilised arms, in tf32, then bf16, then fp32 (bench/train_throughput.py)
+#      stabilised arms, eager against the engines reuse and compiled, in tf32, then bf16, then fp32
+#      (bench/train_throughput.py)
 #   2. evaluation time of 10 seeds on the full held-out sets (bench/eval_time.py)
 #   3. a profile of the q204 step at S = 10: GPU-busy fraction, kernels per step, top 15 kernels
-#      (bench/profile_step.py)
+#      (bench/profile_step.py), with the engine reuse and then compiled
 #   4. the precision study, short: q100 and Q-204s, 3 seeds, 1,000 steps, in tf32, bf16 and fp32, each
 #      a pilot (bench/pilot.py) that prints val_mse per config against q100
 # Results: $OUT (where the device tool collects files) or runs/device-check-<UTC time>: one log per
@@ -89,14 +90,21 @@ if [ "$mode" = cpu ]; then
     part throughput 120 "$python" bench/train_throughput.py --tiny --seeds 2 --presets q100,q204s
     part eval_time 60 "$python" bench/eval_time.py --tiny --seeds 2
     part profile 60 "$python" bench/profile_step.py --tiny
+    part profile_compiled 60 "$python" bench/profile_step.py --tiny --engine compiled
     part precision_tf32 60 "$python" bench/pilot.py --tiny --configs q100,q204s --out "$out/precision_tf32"
 else
-    for precision in tf32 bf16 fp32; do
-        part "throughput_$precision" 90 "$python" bench/train_throughput.py --device cuda --seeds 10 \
-            --steps 20 --warmup 3 --precision "$precision" --presets "$presets"
-    done
-    part eval_time 45 "$python" bench/eval_time.py --device cuda --seeds 10
-    part profile 45 "$python" bench/profile_step.py --device cuda --preset q204 --seeds 10 --steps 10
+    # the compiled engine compiles in its warm-up steps (once per process, then per new shape): it is timed
+    # in tf32 and bf16; fp32 times reuse only
+    part throughput_tf32 140 "$python" bench/train_throughput.py --device cuda --seeds 10 \
+        --steps 20 --warmup 5 --precision tf32 --presets "$presets" --engines reuse,compiled
+    part throughput_bf16 80 "$python" bench/train_throughput.py --device cuda --seeds 10 \
+        --steps 20 --warmup 5 --precision bf16 --presets q100,q202,q204,q204s --engines reuse,compiled
+    part throughput_fp32 40 "$python" bench/train_throughput.py --device cuda --seeds 10 \
+        --steps 20 --warmup 3 --precision fp32 --presets q100,q204,q204s --engines reuse
+    part eval_time 30 "$python" bench/eval_time.py --device cuda --seeds 10
+    part profile 35 "$python" bench/profile_step.py --device cuda --preset q204 --seeds 10 --steps 10
+    part profile_compiled 35 "$python" bench/profile_step.py --device cuda --preset q204 --seeds 10 --steps 10 \
+        --engine compiled
     for precision in tf32 bf16 fp32; do
         part "precision_$precision" 40 "$python" bench/pilot.py --device cuda --configs q100,q204s --seeds 0-2 \
             --steps 1000 --budget 35 --set "precision=$precision" --out "$out/precision_$precision"

@@ -1,6 +1,7 @@
 """Profile of one preset's training step: where the time goes, kernel by kernel.
 
     python bench/profile_step.py --device cuda                  # q204, S = 10, batch 2048, tf32, 10 steps
+    python bench/profile_step.py --device cuda --engine compiled  # the same through torch.compile
     python bench/profile_step.py --tiny                         # CPU smoke form (CI; not timed)
 
 Prints, with the device name: the wall time per step, the time the device is busy per step and its
@@ -18,7 +19,7 @@ from collections import defaultdict
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from ired_core.configs import resolve_config
+from ired_core.configs import ENGINES, resolve_config
 from ired_core.trainer import Trainer
 
 TINY = {"rank": 4, "batch_size": 32, "hidden_dim": 32, "time_dim": 16, "replay_size": 128, "sampler_steps": 2}
@@ -39,13 +40,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--precision", default="tf32", choices=["fp32", "tf32", "bf16"])
+    parser.add_argument("--engine", default="reuse", choices=ENGINES, help="the trainer's engine (default reuse)")
     parser.add_argument("--tiny", action="store_true", help="tiny CPU smoke form (for CI)")
     args = parser.parse_args()
     if args.tiny:
         args.seeds, args.steps, args.warmup = min(args.seeds, 2), min(args.steps, 2), 1
     batch = args.batch_size or (32 if args.tiny else 2048)
     overrides = {**(TINY if args.tiny else {}), "batch_size": batch, "precision": args.precision}
-    trainer = Trainer(resolve_config(args.preset, overrides), list(range(args.seeds)), device=args.device)
+    config = resolve_config(args.preset, overrides)
+    trainer = Trainer(config, list(range(args.seeds)), device=args.device, engine=args.engine)
     device = trainer.device
     for _ in range(args.warmup):
         trainer.train_step()
@@ -71,7 +74,7 @@ def main() -> None:
     busy_us = sum(totals.values()) / args.steps
     print(
         f"# step profile — {trainer.device_name}, {args.preset}, S={args.seeds}, batch {batch}, "
-        f"{args.precision}, {args.steps} steps"
+        f"{args.precision}, engine {args.engine}, {args.steps} steps"
     )
     print(f"wall time per step: {wall_us / 1000:.2f} ms")
     if on_gpu:

@@ -1,14 +1,15 @@
 """Training throughput of the engine: seed-steps/s per preset at S = 1 and S = 10 seeds.
 
 The baseline is the eager one-seed step (`Trainer` with one seed, engine "eager") measured in the same
-run. Columns: S = 1 eager; S = 10 eager; S = 10 with the optimised engine ("reuse": the conditioning on
-A and t made once per step, `ired_core.model.Conditioning`); the ensemble's ratio to the baseline, and
-what the optimised engine adds over eager at S = 10. Run on a GPU machine:
+run. Columns: S = 1 eager; S = 10 eager; S = 10 with each optimised engine ("reuse": the conditioning on
+A and t made once per step, `ired_core.model.Conditioning`; "compiled": that, with the energy and its
+gradient through `torch.compile`, whose compilation falls in the warm-up steps); the best engine's ratio
+to the baseline, and what each optimised engine adds over eager at S = 10. Run on a GPU machine:
 
     python bench/train_throughput.py --device cuda                 # batch 2048, Q-201…Q-204
     python bench/train_throughput.py --tiny                        # CPU smoke form (CI; not timed)
 
-Prints a markdown table with the device name and peak GPU memory per seed (of the optimised engine).
+Prints a markdown table with the device name and peak GPU memory per seed (of the last engine).
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from datetime import UTC, datetime
 
 import torch
 
-from ired_core.configs import resolve_config
-from ired_core.trainer import Engine, Trainer
+from ired_core.configs import Engine, resolve_config
+from ired_core.trainer import Trainer
 
 PRESETS = ("q201", "q202", "q203", "q204")
+OPTIMISED: tuple[Engine, ...] = ("reuse", "compiled")
 TINY = {"rank": 4, "batch_size": 32, "hidden_dim": 32, "time_dim": 16, "replay_size": 128, "sampler_steps": 2}
 
 
@@ -64,6 +66,7 @@ def main() -> None:
     parser.add_argument("--precision", default="tf32", choices=["fp32", "tf32", "bf16"])
     parser.add_argument("--presets", default=",".join(PRESETS))
     parser.add_argument("--tiny", action="store_true", help="tiny CPU smoke form (for CI)")
+    parser.add_argument("--engines", default=",".join(OPTIMISED), help="optimised engines to time against eager")
     args = parser.parse_args()
     if args.tiny:
         args.steps, args.warmup = min(args.steps, 3), 1
@@ -73,19 +76,27 @@ def main() -> None:
         f"batch {args.batch_size or (32 if args.tiny else 2048)}, {args.steps} timed steps"
     )
     s = args.seeds
+    engines = [engine for engine in args.engines.split(",") if engine]
     print(
-        f"| preset | S=1 eager | S={s} eager | S={s} reuse | S={s} reuse / S=1 | reuse / eager at S={s} "
-        "| peak MiB/seed |"
+        f"| preset | S=1 eager | S={s} eager | "
+        + "".join(f"S={s} {engine} | " for engine in engines)
+        + f"best / S=1 | {' | '.join(f'{engine} / eager' for engine in engines)} | peak MiB/seed |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---" * (5 + 2 * len(engines)) + "|")
     for preset in args.presets.split(","):
         baseline, _ = seed_steps_per_s(preset, 1, "eager", args)
-        eager, _ = seed_steps_per_s(preset, s, "eager", args)
-        reuse, peak = seed_steps_per_s(preset, s, "reuse", args)
+        eager, peak = seed_steps_per_s(preset, s, "eager", args)
+        optimised = []
+        for engine in engines:
+            rate, peak = seed_steps_per_s(preset, s, engine, args)
+            optimised.append(rate)
         peak_text = f"{peak:.0f}" if peak is not None else "n/a (cpu)"
         print(
-            f"| {preset} | {baseline:.1f} | {eager:.1f} | {reuse:.1f} | {reuse / baseline:.2f}× "
-            f"| {reuse / eager:.2f}× | {peak_text} |"
+            f"| {preset} | {baseline:.1f} | {eager:.1f} | "
+            + "".join(f"{rate:.1f} | " for rate in optimised)
+            + f"{max([eager, *optimised]) / baseline:.2f}× | "
+            + "".join(f"{rate / eager:.2f}× | " for rate in optimised)
+            + f"{peak_text} |"
         )
 
 

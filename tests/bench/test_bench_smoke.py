@@ -36,12 +36,14 @@ def test_device_check_smoke_runs_every_part_and_keeps_a_summary(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = (tmp_path / "summary.md").read_text()
     assert summary.strip().endswith(f"0 part(s) failed or skipped; all output in {tmp_path}/summary.md")
-    for part in ("environment", "throughput", "eval_time", "profile", "precision_tf32"):
+    for part in ("environment", "throughput", "eval_time", "profile", "profile_compiled", "precision_tf32"):
         assert f"## {part} (limit" in summary and (tmp_path / f"{part}.log").exists()
     assert "device: cpu (" in summary  # the device beside the numbers
+    assert "| S=2 eager | S=2 reuse | S=2 compiled |" in summary  # eager against both optimised engines
     assert sum(line.startswith(("| q100 |", "| q204s |")) for line in summary.splitlines()) == 2  # throughput rows
     assert "evaluation (ID + OOD held-out sets): 1 seed" in summary
     assert "# step profile — cpu (" in summary and "| `aten::" in summary
+    assert "engine reuse, 2 steps" in summary and "engine compiled, 2 steps" in summary
     assert "steps reached: q100_denoise_only 60, q204s_full_stable 60" in summary
 
 
