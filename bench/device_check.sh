@@ -93,14 +93,14 @@ if [ "$mode" = cpu ]; then
     part profile_compiled 60 "$python" bench/profile_step.py --tiny --engine compiled
     part precision_tf32 60 "$python" bench/pilot.py --tiny --configs q100,q204s --out "$out/precision_tf32"
 else
-    # the compiled engine compiles in its warm-up steps (once per process, then per new shape): it is timed
-    # in tf32 and bf16; fp32 times reuse only
+    # the compiled engine compiles in its warm-up steps (once per process and precision): it is timed in
+    # tf32 and bf16; fp32, the slowest and least likely default, times reuse only
     part throughput_tf32 140 "$python" bench/train_throughput.py --device cuda --seeds 10 \
         --steps 20 --warmup 5 --precision tf32 --presets "$presets" --engines reuse,compiled
-    part throughput_bf16 80 "$python" bench/train_throughput.py --device cuda --seeds 10 \
-        --steps 20 --warmup 5 --precision bf16 --presets q100,q202,q204,q204s --engines reuse,compiled
-    part throughput_fp32 40 "$python" bench/train_throughput.py --device cuda --seeds 10 \
-        --steps 20 --warmup 3 --precision fp32 --presets q100,q204,q204s --engines reuse
+    part throughput_bf16 100 "$python" bench/train_throughput.py --device cuda --seeds 10 \
+        --steps 20 --warmup 5 --precision bf16 --presets "$presets" --engines reuse,compiled
+    part throughput_fp32 60 "$python" bench/train_throughput.py --device cuda --seeds 10 \
+        --steps 20 --warmup 3 --precision fp32 --presets "$presets" --engines reuse
     part eval_time 30 "$python" bench/eval_time.py --device cuda --seeds 10
     part profile 35 "$python" bench/profile_step.py --device cuda --preset q204 --seeds 10 --steps 10
     part profile_compiled 35 "$python" bench/profile_step.py --device cuda --preset q204 --seeds 10 --steps 10 \
