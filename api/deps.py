@@ -22,6 +22,8 @@ DB_INT_MAX = INT32_MAX
 """The largest value of the database's INTEGER columns (ids, steps): larger ones are refused with a 422."""
 RowId = Annotated[int, Path(ge=1, le=DB_INT_MAX)]
 """A job, run or artifact id in a path."""
+PAGE_MAX = 500
+"""The most rows one page of a list answers."""
 
 bearer = HTTPBearer(auto_error=False, description="an API token from `ired-dcd users add NAME`")
 TOKEN_COOKIE = "ired_token"

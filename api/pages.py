@@ -13,6 +13,7 @@ naming at most a few seeds, and the jobs in pages of `JOBS_SHOWN`.
 from __future__ import annotations
 
 import json
+import math
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,6 +28,7 @@ from starlette.datastructures import URL
 
 from api import plots
 from api.cache import Reads
+from ired_core.configs import format_seeds
 from ired_core.report import (  # the text report's cells, so the page and the terminal show the same numbers
     SIGNIFICANCE_LEGEND,
     ablation_table,
@@ -40,10 +42,10 @@ from ired_dcd.db import new_session
 from ired_dcd.services import jobs, results, sweeps
 from ired_dcd.services.errors import ServiceError
 from ired_dcd.states import ACTIVE
-from worker.slurm import format_seeds
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent / "templates")
 JOBS_SHOWN = 20
+SWEEPS_SHOWN = 5
 """Jobs per page of the dashboard's job list."""
 CURVE_TITLES = {
     "loss": "loss (train)",
@@ -200,6 +202,26 @@ def jobs_section(tag: str | None, page: int) -> tuple[Markup, bool, int]:
     return _render("_jobs.html", context), active, count
 
 
+def sweeps_section() -> Markup:
+    """The latest sweeps, each a link to its page; nothing when there is none."""
+    with new_session() as session:
+        summaries, count = sweeps.list_sweeps(session=session, limit=SWEEPS_SHOWN)
+        rows = [
+            {
+                "id": summary.sweep.id,
+                "preset": summary.sweep.preset,
+                "grid": sweeps.point_text(summary.sweep.grid),
+                "points": math.prod(len(values) for values in summary.sweep.grid.values()),
+                "seeds": format_seeds(summary.sweep.seeds),
+                "state": summary.state,
+                "pct": summary.progress.percent,
+                "owner": summary.sweep.owner.name,
+            }
+            for summary in summaries
+        ]
+    return _render("_sweeps.html", {"rows": rows, "count": count}) if rows else Markup("")
+
+
 async def render_dashboard(
     request: Request, reads: Reads, params: CompareParams, *, jobs_page: int = 1, limiter: CapacityLimiter
 ) -> HTMLResponse:
@@ -226,6 +248,7 @@ async def render_dashboard(
         ("dashboard-jobs", tag, jobs_page), ("jobs",), partial(jobs_section, tag, jobs_page)
     )
     context |= {"jobs_section": jobs_html, "jobs_active": active, "jobs_shown": JOBS_SHOWN, "tag": tag}
+    context["sweeps_section"] = await reads.answers.get(("dashboard-sweeps",), ("jobs",), sweeps_section)
     pages = max(1, -(-count // JOBS_SHOWN))
     context |= {"jobs_offset": (jobs_page - 1) * JOBS_SHOWN, "jobs_page": jobs_page, "jobs_pages": pages}
     context |= {"jobs_count": count}
@@ -279,7 +302,7 @@ def sweep_page(request: Request, status: sweeps.SweepStatus) -> HTMLResponse:
     context = {
         "sweep": sweep,
         "status": status,
-        "percent": 100 * status.steps_done / status.steps_total if status.steps_total else 0.0,
+        "percent": status.progress.percent,
         "active": status.state in ACTIVE,
         "fields": list(sweep.grid),
         "headers": headers[1:],

@@ -158,7 +158,7 @@ class SweepPoint(BaseModel):
     setting: str | None = Field(description="the point's row in the comparison (its setting's label)")
 
 
-class SweepPublic(BaseModel):
+class SweepSummary(BaseModel):
     id: int
     config: str = Field(description="canonical preset name")
     overrides: dict[str, Any] = Field(description="overrides shared by every point")
@@ -171,6 +171,14 @@ class SweepPublic(BaseModel):
     runs: dict[State, int] = Field(description="the sweep's runs counted per state")
     steps_done: int
     steps_total: int
+
+
+class SweepsPublic(BaseModel):
+    data: list[SweepSummary]
+    count: int = Field(description="sweeps matching the filters, over all pages")
+
+
+class SweepPublic(SweepSummary):
     points: list[SweepPoint]
     comparison: dict[str, Any] = Field(
         description="the points compared, one row per setting (GET /results/compare?group_by=setting&tag=sweep-N)"

@@ -269,3 +269,18 @@ def parse_seeds(text: str) -> list[int]:
     if len(seeds) > MAX_SEEDS:
         raise ValueError(f"seeds: at most {MAX_SEEDS} per job, got {len(seeds)}")
     return sorted(seeds)
+
+
+def format_seeds(seeds: Iterable[int]) -> str:
+    """[0, 1, 2, 5] → '0-2,5' (the form `--seeds` reads)."""
+    ordered = sorted(set(seeds))
+    parts: list[str] = []
+    start = prev = None
+    for seed in [*ordered, None]:
+        if start is not None and (seed is None or seed != prev + 1):
+            parts.append(str(start) if start == prev else f"{start}-{prev}")
+            start = None
+        if seed is not None:
+            start = seed if start is None else start
+            prev = seed
+    return ",".join(parts)

@@ -103,6 +103,10 @@ class Client:
         """GET /sweeps/{id}: progress, points and their comparison (params: baseline, metric)."""
         return self._request("GET", f"/sweeps/{sweep_id}", params=params)
 
+    def sweeps(self, **filters: Any) -> dict[str, Any]:
+        """`{"data": [...], "count": n}`: sweeps newest first with their progress; filters: owner, offset, limit."""
+        return self._request("GET", "/sweeps", params={k: v for k, v in filters.items() if v is not None})
+
     def cancel_sweep(self, sweep_id: int) -> dict[str, Any]:
         return self._request("POST", f"/sweeps/{sweep_id}/cancel")
 

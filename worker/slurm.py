@@ -43,7 +43,7 @@ import submitit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from submitit.core.utils import FailedJobError, FailedSubmissionError, JobPaths, pickle_load
 
-from ired_core.configs import canonical_preset, resolve_config
+from ired_core.configs import canonical_preset, format_seeds, resolve_config
 from ired_dcd.states import TERMINAL, State
 
 ArrayMode = Literal["per_seed", "all_seeds_one_task"]
@@ -176,21 +176,6 @@ def _normalise_sbatch_line(line: str) -> str:
 
 
 # --- sbatch scripts for researchers who submit by hand ---------------------------------------------
-
-
-def format_seeds(seeds: Iterable[int]) -> str:
-    """[0, 1, 2, 5] → '0-2,5' (the form `--seeds` reads)."""
-    ordered = sorted(set(seeds))
-    parts: list[str] = []
-    start = prev = None
-    for seed in [*ordered, None]:
-        if start is not None and (seed is None or seed != prev + 1):
-            parts.append(str(start) if start == prev else f"{start}-{prev}")
-            start = None
-        if seed is not None:
-            start = seed if start is None else start
-            prev = seed
-    return ",".join(parts)
 
 
 def _check_seeds(seeds: Sequence[int]) -> list[int]:

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from api.deps import DB_INT_MAX, CurrentUser, ReadsDep, RowId, SessionDep
+from api.deps import DB_INT_MAX, PAGE_MAX, CurrentUser, ReadsDep, RowId, SessionDep
 from api.schemas import JobCreate, JobPublic, JobsDetailPublic, JobsPublic, JobSummary, JobSummaryBase
 from ired_dcd.db import new_session
 from ired_dcd.services import jobs
@@ -16,7 +16,6 @@ from ired_dcd.states import State
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
-PAGE_MAX = 500
 JobsView = Literal["summary", "full"]
 
 

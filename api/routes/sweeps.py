@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from api.deps import CurrentUser, RowId, SessionDep
+from api.deps import DB_INT_MAX, PAGE_MAX, CurrentUser, RowId, SessionDep
 from api.pages import sweep_page, wants_html
-from api.schemas import SweepCreate, SweepPoint, SweepPublic
+from api.schemas import SweepCreate, SweepPoint, SweepPublic, SweepsPublic, SweepSummary
 from ired_core.stats import AUTO_BASELINE
 from ired_dcd.services import sweeps
 
@@ -31,6 +31,18 @@ def create_sweep(sweep_in: SweepCreate, session: SessionDep, user: CurrentUser) 
         slurm_options=sweep_in.slurm,
     )
     return _public(sweeps.sweep_status(session=session, sweep_id=sweep.id))
+
+
+@router.get("", response_model=SweepsPublic)
+def read_sweeps(
+    session: SessionDep,
+    owner: str | None = None,
+    offset: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
+    limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 50,
+) -> Any:
+    """List sweeps, newest first, each with its progress (runs per state, steps); filtered by owner."""
+    page, count = sweeps.list_sweeps(session=session, owner=owner, offset=offset, limit=limit)
+    return SweepsPublic(data=[SweepSummary(**_summary(summary)) for summary in page], count=count)
 
 
 @router.get("/{sweep_id}", response_model=SweepPublic, responses={200: {"content": {"text/html": {}}}})
@@ -59,20 +71,26 @@ def cancel_sweep(sweep_id: RowId, session: SessionDep, user: CurrentUser) -> Any
 
 
 def _public(status: sweeps.SweepStatus) -> SweepPublic:
-    sweep = status.sweep
     return SweepPublic(
-        id=sweep.id,
-        config=sweep.preset,
-        overrides=sweep.overrides,
-        grid=sweep.grid,
-        seeds=sweep.seeds,
-        owner=sweep.owner.name,
-        tag=sweeps.sweep_tag(sweep.id),
-        created_at=sweep.created_at,
-        state=status.state,
-        runs=status.runs,
-        steps_done=status.steps_done,
-        steps_total=status.steps_total,
+        **_summary(status),
         points=[SweepPoint.model_validate(point) for point in status.points],
         comparison=status.comparison.to_dict(),
     )
+
+
+def _summary(summary: sweeps.SweepSummary) -> dict[str, Any]:
+    sweep = summary.sweep
+    return {
+        "id": sweep.id,
+        "config": sweep.preset,
+        "overrides": sweep.overrides,
+        "grid": sweep.grid,
+        "seeds": sweep.seeds,
+        "owner": sweep.owner.name,
+        "tag": sweeps.sweep_tag(sweep.id),
+        "created_at": sweep.created_at,
+        "state": summary.state,
+        "runs": summary.progress.states,
+        "steps_done": summary.progress.steps_done,
+        "steps_total": summary.progress.steps_total,
+    }

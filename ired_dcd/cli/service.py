@@ -13,7 +13,7 @@ from typing import Any
 
 import uvicorn
 
-from ired_core.configs import parse_overrides
+from ired_core.configs import format_seeds, parse_overrides
 from ired_dcd.cli.options import add_overrides_option, add_server_options, reports_errors, seeds_argument
 from ired_dcd.client import Client
 from ired_dcd.db import migrate
@@ -223,7 +223,7 @@ def submit(args: argparse.Namespace) -> int:
     )
     print(
         f"job {job['id']} {job['state']}: {job['config']} × {len(job['runs'])} seed(s) "
-        f"[{_seed_text(job['seeds'])}], config {job['config_hash']}"
+        f"[{format_seeds(job['seeds'])}], config {job['config_hash']}"
     )
     if not args.wait:
         return 0
@@ -240,21 +240,20 @@ def status(args: argparse.Namespace) -> int:
         _print_job(client.job(args.job))
         return 0
     page = client.jobs(state=args.state, config=args.config, tag=args.tag, limit=args.limit)
-    rows = [("JOB", "STATE", "CONFIG", "SEEDS", "PROGRESS", "OWNER", "CREATED")]
-    for job in page["data"]:
-        rows.append(
-            (
-                str(job["id"]),
-                job["state"],
-                job["config"],
-                _seed_text(job["seeds"]),
-                _percent(job["steps_done"], job["steps_total"]),
-                job["owner"],
-                job["created_at"][:19],
-            )
+    header = ("JOB", "STATE", "CONFIG", "SEEDS", "PROGRESS", "OWNER", "CREATED")
+    rows = [
+        (
+            str(job["id"]),
+            job["state"],
+            job["config"],
+            format_seeds(job["seeds"]),
+            percent_text(job["steps_done"], job["steps_total"]),
+            job["owner"],
+            job["created_at"][:19],
         )
-    print_table(rows)
-    print(f"{len(page['data'])} of {page['count']} job(s)")
+        for job in page["data"]
+    ]
+    print_page(header, rows, page, "job")
     return 0
 
 
@@ -288,7 +287,7 @@ def _print_job(job: dict[str, Any]) -> None:
     print(
         f"job {job['id']} {job['state']}: {job['config']} (config {job['config_hash']}), owner {job['owner']}, "
         f"priority {job['priority']}, tags {','.join(job['tags']) or '-'}, "
-        f"progress {_percent(sum(r['step'] for r in job['runs']), sum(r['total_steps'] for r in job['runs']))}"
+        f"progress {percent_text(sum(r['step'] for r in job['runs']), sum(r['total_steps'] for r in job['runs']))}"
     )
     if job["error"]:
         print(f"error: {job['error']}")
@@ -309,6 +308,12 @@ def _print_job(job: dict[str, Any]) -> None:
     print_table(rows)
 
 
+def print_page(header: tuple[str, ...], rows: list[tuple[str, ...]], page: dict[str, Any], noun: str) -> None:
+    """One page of a list as a table, then how many of all there are: `20 of 31 job(s)`."""
+    print_table([header, *rows])
+    print(f"{len(page['data'])} of {page['count']} {noun}(s)")
+
+
 def print_table(rows: list[tuple[str, ...]]) -> None:
     """Rows as left-aligned columns; the first row is the header."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -316,16 +321,6 @@ def print_table(rows: list[tuple[str, ...]]) -> None:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
-def _percent(done: int, total: int) -> str:
+def percent_text(done: int, total: int) -> str:
+    """Progress in steps as a whole percentage."""
     return f"{100 * done / (total or 1):.0f}%"
-
-
-def _seed_text(seeds: list[int]) -> str:
-    """[0, 1, 2, 5] → '0-2,5'."""
-    parts: list[str] = []
-    for seed in sorted(seeds):
-        if parts and parts[-1].split("-")[-1] == str(seed - 1):
-            parts[-1] = f"{parts[-1].split('-')[0]}-{seed}"
-        else:
-            parts.append(str(seed))
-    return ",".join(parts)

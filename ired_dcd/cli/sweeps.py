@@ -1,4 +1,4 @@
-"""`ired-dcd sweep | sweep-status | sweep-cancel`: a grid over settings as one job per point, on a server."""
+"""`ired-dcd sweep | sweep-status | sweep-list | sweep-cancel`: a grid over settings as one job per point."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from ired_core.configs import parse_grid, parse_overrides
+from ired_core.configs import format_seeds, parse_grid, parse_overrides
 from ired_core.report import render
 from ired_core.stats import AUTO_BASELINE, Comparison
 from ired_dcd.cli.options import add_overrides_option, add_server_options, reports_errors, seeds_argument
+from ired_dcd.cli.service import percent_text, print_page
 from ired_dcd.client import Client
 from ired_dcd.states import TERMINAL, State
 
@@ -51,6 +52,12 @@ def register(subparsers: Any) -> None:
     add_server_options(p)
     p.set_defaults(func=sweep_status)
 
+    p = subparsers.add_parser("sweep-list", help="sweeps, newest first, with their progress")
+    p.add_argument("--owner", help="only this user's sweeps")
+    p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    add_server_options(p)
+    p.set_defaults(func=sweep_list)
+
     p = subparsers.add_parser("sweep-cancel", help="cancel every job of a sweep that has not ended")
     p.add_argument("sweep", type=int)
     add_server_options(p)
@@ -85,6 +92,28 @@ def sweep_status(args: argparse.Namespace) -> int:
     """Print a sweep's progress and its comparison."""
     status = Client(args.server, token=args.token).sweep_status(args.sweep, baseline=args.baseline, metric=args.metric)
     _print_status(status, args.format)
+    return 0
+
+
+@reports_errors
+def sweep_list(args: argparse.Namespace) -> int:
+    """Print the latest sweeps, one row each."""
+    page = Client(args.server, token=args.token).sweeps(owner=args.owner, limit=args.limit)
+    header = ("SWEEP", "STATE", "CONFIG", "GRID", "SEEDS", "PROGRESS", "OWNER", "CREATED")
+    rows = [
+        (
+            str(sweep["id"]),
+            sweep["state"] or "-",
+            sweep["config"],
+            ", ".join(f"{name}={len(values)}" for name, values in sweep["grid"].items()),
+            format_seeds(sweep["seeds"]),
+            percent_text(sweep["steps_done"], sweep["steps_total"]),
+            sweep["owner"],
+            sweep["created_at"][:19],
+        )
+        for sweep in page["data"]
+    ]
+    print_page(header, rows, page, "sweep")
     return 0
 
 

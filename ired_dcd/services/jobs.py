@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, func, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
 
 from ired_core.configs import MAX_SEEDS, TrainConfig, canonical_preset, config_hash, resolve_config
 from ired_core.input_rules import SEED_MAX, check_json_text, check_tags
@@ -257,16 +257,21 @@ class RunCounts:
 
 def run_counts(*, session: Session, job_ids: Sequence[int]) -> dict[int, RunCounts]:
     """Per job, its runs per state and its steps, counted by the database (no run is loaded)."""
-    rows = session.execute(
-        select(Run.job_id, Run.state, func.count(), func.sum(Run.step), func.sum(Run.total_steps))
-        .where(Run.job_id.in_(job_ids))
-        .group_by(Run.job_id, Run.state)
-    )
-    counted: dict[int, RunCounts] = {job_id: RunCounts({}, 0, 0) for job_id in job_ids}
-    for job_id, state, count, done, total in rows:
-        before = counted[job_id]
+    return count_runs(session, Run.job_id, job_ids)
+
+
+def count_runs(session: Session, key: InstrumentedAttribute[Any], ids: Sequence[int]) -> dict[int, RunCounts]:
+    """Runs per state and their steps, counted by the database per value of `key` (`Run.job_id`, or a
+    column of `Job` such as `Job.sweep_id`) among `ids`."""
+    query = select(key, Run.state, func.count(), func.sum(Run.step), func.sum(Run.total_steps))
+    if key.class_ is Job:
+        query = query.join(Run.job)
+    rows = session.execute(query.where(key.in_(ids)).group_by(key, Run.state))
+    counted: dict[int, RunCounts] = {id_: RunCounts({}, 0, 0) for id_ in ids}
+    for id_, state, count, done, total in rows:
+        before = counted[id_]
         states = {**before.states, state: count}
-        counted[job_id] = RunCounts(states, before.steps_done + int(done or 0), before.steps_total + int(total or 0))
+        counted[id_] = RunCounts(states, before.steps_done + int(done or 0), before.steps_total + int(total or 0))
     return counted
 
 

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, selectinload
 from ired_core.input_rules import MAX_TAGS, SWEEP_MAX_POINTS, check_json_text
 from ired_core.results_dir import SETTING_SEPARATOR
 from ired_core.stats import AUTO_BASELINE, Comparison
-from ired_dcd.models import Job, Run, Sweep, User
+from ired_dcd.models import Job, Sweep, User
 from ired_dcd.services import jobs, results
 from ired_dcd.services.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
 from ired_dcd.services.scheduler import dispatch
@@ -155,14 +155,23 @@ class SweepPoint:
 
 
 @dataclass(frozen=True)
-class SweepStatus:
-    """A sweep's progress (runs per state, over all its jobs), its points and their comparison."""
+class SweepSummary:
+    """A sweep and its progress: its runs per state and their steps, over all its jobs."""
 
     sweep: Sweep
-    state: State | None  # None once every job of the sweep was deleted
-    runs: dict[str, int]
-    steps_done: int
-    steps_total: int
+    progress: jobs.RunCounts
+
+    @property
+    def state(self) -> State | None:
+        """From all its runs, as a job's; None once every job of the sweep was deleted."""
+        runs = self.progress.states
+        return job_state(state for state, count in runs.items() for _ in range(count)) if runs else None
+
+
+@dataclass(frozen=True)
+class SweepStatus(SweepSummary):
+    """A sweep's progress, its points and their comparison."""
+
     points: list[SweepPoint]
     comparison: Comparison
 
@@ -173,13 +182,7 @@ def sweep_status(
     """Progress and the comparison of the sweep's points, grouped by setting (`baseline` and `metric` as
     for GET /results/compare)."""
     sweep = get_sweep(session=session, sweep_id=sweep_id)
-    counted = session.execute(
-        select(Run.state, func.count(), func.sum(Run.step), func.sum(Run.total_steps))
-        .join(Run.job)
-        .where(Job.sweep_id == sweep_id)
-        .group_by(Run.state)
-    ).all()
-    runs = {state: count for state, count, _, _ in counted}
+    progress = jobs.count_runs(session, Job.sweep_id, [sweep_id])[sweep_id]
     compared = results.comparison_data(
         session=session,
         configs=[sweep.preset],
@@ -199,12 +202,15 @@ def sweep_status(
         )
         for job in sweep.jobs
     ]
-    return SweepStatus(
-        sweep=sweep,
-        state=job_state(state for state, count in runs.items() for _ in range(count)) if runs else None,
-        runs=runs,
-        steps_done=sum(int(done or 0) for _, _, done, _ in counted),
-        steps_total=sum(int(total or 0) for _, _, _, total in counted),
-        points=points,
-        comparison=compared.comparison,
-    )
+    return SweepStatus(sweep=sweep, progress=progress, points=points, comparison=compared.comparison)
+
+
+def list_sweeps(
+    *, session: Session, owner: str | None = None, offset: int = 0, limit: int = 50
+) -> tuple[list[SweepSummary], int]:
+    """Sweeps newest first, each with its progress (its runs counted by the database), and how many match."""
+    filters = [Sweep.owner.has(User.name == owner)] if owner is not None else []
+    count = session.scalar(select(func.count()).select_from(Sweep).where(*filters)) or 0
+    page = list(session.scalars(select(Sweep).where(*filters).order_by(Sweep.id.desc()).offset(offset).limit(limit)))
+    progress = jobs.count_runs(session, Job.sweep_id, [sweep.id for sweep in page])
+    return [SweepSummary(sweep, progress[sweep.id]) for sweep in page], count

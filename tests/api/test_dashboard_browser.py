@@ -22,6 +22,7 @@ from ired_dcd.states import State
 from tests.conftest import Lab
 from tests.utils.gates import unavailable
 from tests.utils.results_factories import add_job, add_sweep, seed_plan_study, seeded_values, unique_tag
+from tests.utils.services import wait_for
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -182,6 +183,7 @@ def test_the_pages_work_under_their_content_security_policy(lab, browser, seeded
 
 
 def test_a_sweep_page_sorts_its_points_by_mean_and_plots_the_metric_against_each_field(lab, browser, tmp_path):
+    """Reached from the dashboard's list of sweeps, as a researcher would."""
     means = {(0.1, 0.5): 0.0097, (0.1, 1): 0.0095, (1, 0.5): 0.0096, (1, 1): 0.0094}
     values = {point: seeded_values(mean, [0, 1, 2], seed=i) for i, (point, mean) in enumerate(means.items())}
     points = {(("energy_reg_weight", w), ("langevin_sigma_mult", m)): v for (w, m), v in values.items()}
@@ -191,7 +193,18 @@ def test_a_sweep_page_sorts_its_points_by_mean_and_plots_the_metric_against_each
     page.add_init_script(CSP_LISTENER)
     errors: list[str] = []
     page.on("console", lambda message: message.type == "error" and errors.append(message.text))
-    page.goto(f"{lab.base_url}/sweeps/{sweep_id}")
+    # the dashboard's cached list moves on when Postgres's notification of the new jobs arrives: a moment
+    wait_for(lambda: f'data-sweep-id="{sweep_id}"' in lab.http.get("/").text, timeout=10, what="the sweep listed")
+    page.goto(f"{lab.base_url}/")
+    listed = page.locator(f'#sweeps tr[data-sweep-id="{sweep_id}"]')  # the newest sweep: in the latest shown
+    assert listed.locator("> *").all_inner_texts()[1:5] == [
+        "q202_dcd_cdloss",
+        "energy_reg_weight=[0.1, 1] · langevin_sigma_mult=[0.5, 1]",
+        "4",
+        "0-2",
+    ]
+    listed.locator("a").click()
+    page.wait_for_url(f"{lab.base_url}/sweeps/{sweep_id}")
 
     # the points, best mean first, each with the comparison's cells (n, mean, 95% CI, Δ%)
     rows = page.locator("table.points tbody tr")

@@ -156,3 +156,48 @@ def test_the_cli_submits_follows_and_cancels_a_sweep(lab: Lab) -> None:
     assert status.returncode == 0 and status.stdout.startswith(f"sweep {sweep_id} "), status.stderr
     cancelled = cli("sweep-cancel", str(sweep_id))
     assert cancelled.returncode == 0 and cancelled.stdout.startswith(f"sweep {sweep_id} "), cancelled.stderr
+
+
+def test_the_sweep_list_shows_a_users_sweeps_newest_first_with_their_progress(lab: Lab) -> None:
+    name = f"lister-{uuid.uuid4().hex[:8]}"
+    with lab.session() as session:
+        _, token = add_user(session=session, name=name)
+    signed = {"Authorization": f"Bearer {token}"}
+    body = sweep_body(overrides=tiny(train_steps=LONG_STEPS))
+    first, second = (lab.http.post("/sweeps", json=body, headers=signed).json()["id"] for _ in range(2))
+    try:
+        assert lab.http.post(f"/sweeps/{first}/cancel", headers=signed).status_code == 200
+
+        def first_cancelled() -> dict[str, Any] | None:
+            page = lab.http.get("/sweeps", params={"owner": name}).json()
+            return page if page["data"][1]["state"] == "cancelled" else None
+
+        listed = wait_for(first_cancelled, timeout=60, what="the first sweep cancelled")  # a running run: a heartbeat
+        assert listed["count"] == 2 and [sweep["id"] for sweep in listed["data"]] == [second, first]
+        for sweep in listed["data"]:
+            assert (sweep["config"], sweep["owner"], sweep["tag"]) == ("q202_dcd_cdloss", name, f"sweep-{sweep['id']}")
+            assert (sweep["grid"], sweep["seeds"], sum(sweep["runs"].values())) == (GRID, [0, 1], 8)
+            assert sweep["steps_total"] == 8 * LONG_STEPS and "points" not in sweep and "comparison" not in sweep
+        assert listed["data"][1]["runs"] == {"cancelled": 8}
+        paged = lab.http.get("/sweeps", params={"owner": name, "limit": 1, "offset": 1}).json()
+        assert (paged["count"], [sweep["id"] for sweep in paged["data"]]) == (2, [first])
+        refused = lab.http.get("/sweeps", params={"limit": 0})
+        assert refused.status_code == 422 and "limit" in refused.text
+
+        cli = [*IRED_DCD, "sweep-list", "--owner", name, "--server", lab.base_url]
+        shown = subprocess.run(cli, env={**lab.env, "IRED_TOKEN": token}, capture_output=True, text=True, timeout=60)
+        assert shown.returncode == 0, shown.stderr
+        lines = shown.stdout.splitlines()
+        assert lines[0].split() == ["SWEEP", "STATE", "CONFIG", "GRID", "SEEDS", "PROGRESS", "OWNER", "CREATED"]
+        assert lines[2].split()[:7] == [
+            str(first),
+            "cancelled",
+            "q202_dcd_cdloss",
+            "energy_reg_weight=2,",
+            "langevin_sigma_mult=2",
+            "0-1",
+            "0%",
+        ]
+        assert lines[-1] == "2 of 2 sweep(s)"
+    finally:  # the shared worker is not kept busy by this test's long runs
+        lab.http.post(f"/sweeps/{second}/cancel", headers=signed)

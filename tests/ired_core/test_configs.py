@@ -3,6 +3,7 @@ import pytest
 from ired_core.configs import (
     canonical_preset,
     config_hash,
+    format_seeds,
     list_presets,
     parse_overrides,
     parse_seeds,
@@ -98,3 +99,11 @@ def test_overrides_and_seeds_parse():
             parse_seeds(bad)
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(["batch_size"])
+
+
+@pytest.mark.parametrize(
+    ("seeds", "text"), [([0], "0"), ([0, 1, 2], "0-2"), ([5, 0, 1, 2, 9, 8], "0-2,5,8-9"), ([3, 5], "3,5")]
+)
+def test_format_seeds_round_trips(seeds: list[int], text: str) -> None:
+    assert format_seeds(seeds) == text
+    assert parse_seeds(text) == sorted(seeds)

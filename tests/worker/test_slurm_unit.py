@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from submitit.core.utils import JobPaths, cloudpickle_dump
 
-from ired_core.configs import parse_overrides, parse_seeds
+from ired_core.configs import parse_overrides
 from ired_dcd.cli import slurm as slurm_cli
 from ired_dcd.states import State
 from worker.slurm import (
@@ -23,7 +23,6 @@ from worker.slurm import (
     SlurmExecutor,
     SlurmSettings,
     SlurmSubmission,
-    format_seeds,
     map_slurm_state,
     parse_pipe_table,
     parse_scontrol,
@@ -188,14 +187,6 @@ def test_seed_groups() -> None:
     assert seed_groups([3, 1, 2], "all_seeds_one_task") == [[3, 1, 2]]
     with pytest.raises(ValueError, match="seeds"):
         seed_groups([], "per_seed")
-
-
-@pytest.mark.parametrize(
-    ("seeds", "text"), [([0], "0"), ([0, 1, 2], "0-2"), ([5, 0, 1, 2, 9, 8], "0-2,5,8-9"), ([3, 5], "3,5")]
-)
-def test_format_seeds_round_trips(seeds: list[int], text: str) -> None:
-    assert format_seeds(seeds) == text
-    assert parse_seeds(text) == sorted(seeds)
 
 
 # --- sbatch text ------------------------------------------------------------------------------------
