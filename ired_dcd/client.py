@@ -43,7 +43,7 @@ class Client:
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            response = self._http.request(method, path, **kwargs)
+            response = self._send(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise ClientError(f"cannot reach {self.server}: {exc}") from None
         if response.is_error:
@@ -53,6 +53,17 @@ class Client:
                 detail = response.text
             raise ClientError(f"{detail} (HTTP {response.status_code})", response.status_code)
         return response.json() if response.content else None
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The request; a read (GET) is sent once more when the server dropped the connection without
+        answering: a kept-alive connection the server closed just as the request left (a long `wait`
+        polls on one), or a restart. A write is never repeated: the first may have been applied."""
+        try:
+            return self._http.request(method, path, **kwargs)
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            if method != "GET":
+                raise
+            return self._http.request(method, path, **kwargs)
 
     def submit(
         self,
