@@ -37,7 +37,7 @@ from ired_core.report import (  # the text report's cells, so the page and the t
     significance_marks,
     success_lines,
 )
-from ired_core.stats import AUTO_BASELINE, BUILTIN_BASELINES
+from ired_core.verdict import AUTO_BASELINE, BUILTIN_BASELINES
 from ired_dcd.db import new_session
 from ired_dcd.services import jobs, results, sweeps
 from ired_dcd.services.errors import ServiceError

@@ -35,7 +35,7 @@ from typing import Any
 from ired_core.configs import canonical_preset, parse_overrides, parse_seeds, resolve_config
 from ired_core.report import render
 from ired_core.results_dir import read_results
-from ired_core.stats import AUTO_BASELINE, IN_HOUSE_BASELINE, STABILISED_CONFIGS, choose_baseline, compare
+from ired_core.verdict import AUTO_BASELINE, IN_HOUSE_BASELINE, STABILISED_CONFIGS, choose_baseline, compare
 
 ROOT = Path(__file__).resolve().parents[1]
 

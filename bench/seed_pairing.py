@@ -22,7 +22,7 @@ import numpy as np
 from scipy import stats
 
 from ired_core.results_dir import read_results
-from ired_core.stats import AUTO_BASELINE, choose_baseline, compare
+from ired_core.verdict import AUTO_BASELINE, choose_baseline, compare
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from ired_core.results_dir import setting_labels
 from ired_core.run_files import CONFIG_FILE, METRICS_FILE, RESULT_FILE
-from ired_core.stats import Q201
+from ired_core.verdict import Q201
 
 PLOTTED = (("energy_neg", True), ("val_mse", True), ("loss_denoise", True))
 

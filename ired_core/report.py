@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import Literal
 
-from ired_core.stats import AblationStep, Comparison, ConfigRow, SuccessLevel
+from ired_core.stats import ConfigRow
+from ired_core.verdict import AblationStep, Comparison, SuccessLevel
 
 ReportFormat = Literal["text", "markdown", "csv"]
 MISSING = "n/a"

@@ -15,7 +15,7 @@ from api.pages import CompareParamsDep, render_dashboard, wants_html
 from api.routes.dashboard import JobsPage
 from ired_core.report import render
 from ired_core.results_dir import RowFormat
-from ired_core.stats import Comparison
+from ired_core.verdict import Comparison
 from ired_dcd.db import new_session
 from ired_dcd.services import results
 from ired_dcd.services.results import ImportSummary

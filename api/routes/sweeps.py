@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from api.deps import DB_INT_MAX, PAGE_MAX, CurrentUser, RowId, SessionDep
 from api.pages import sweep_page, wants_html
 from api.schemas import SweepCreate, SweepPoint, SweepPublic, SweepsPublic, SweepSummary
-from ired_core.stats import AUTO_BASELINE
+from ired_core.verdict import AUTO_BASELINE
 from ired_dcd.services import sweeps
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])

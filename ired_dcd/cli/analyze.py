@@ -13,7 +13,7 @@ from pathlib import Path
 from ired_core.configs import canonical_preset
 from ired_core.report import render
 from ired_core.results_dir import SETTING_SEPARATOR, read_results
-from ired_core.stats import AUTO_BASELINE, BUILTIN_BASELINES, Comparison, choose_baseline, compare
+from ired_core.verdict import AUTO_BASELINE, BUILTIN_BASELINES, Comparison, choose_baseline, compare
 
 EXIT_ERROR = 2
 

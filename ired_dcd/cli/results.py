@@ -27,7 +27,7 @@ from pydantic import TypeAdapter
 from ired_core.configs import parse_overrides, parse_seeds, resolve_config
 from ired_core.report import render
 from ired_core.results_dir import RowFormat
-from ired_core.stats import AUTO_BASELINE, IN_HOUSE_BASELINE, PLAN_CONFIGS, STABILISED_CONFIGS, Comparison
+from ired_core.verdict import AUTO_BASELINE, IN_HOUSE_BASELINE, PLAN_CONFIGS, STABILISED_CONFIGS, Comparison
 from ired_dcd.cli.options import add_overrides_option
 from ired_dcd.cli.service import WORKER_STOP_SECONDS
 from ired_dcd.client import Client, ClientError

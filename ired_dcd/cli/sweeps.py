@@ -10,7 +10,7 @@ from pydantic import TypeAdapter
 
 from ired_core.configs import format_seeds, parse_grid, parse_overrides
 from ired_core.report import render
-from ired_core.stats import AUTO_BASELINE, Comparison
+from ired_core.verdict import AUTO_BASELINE, Comparison
 from ired_dcd.cli.options import add_overrides_option, add_server_options, reports_errors, seeds_argument
 from ired_dcd.cli.service import percent_text, print_page
 from ired_dcd.client import Client

@@ -51,13 +51,13 @@ from ired_core.results_dir import (
     parse_result_rows,
     setting_labels,
 )
-from ired_core.stats import (
+from ired_core.stats import Baseline
+from ired_core.verdict import (
     AUTO_BASELINE,
     BUILTIN_BASELINES,
     IN_HOUSE_BASELINE,
     MEASURED_HERE,
     PLAN_CONFIGS,
-    Baseline,
     Comparison,
     choose_baseline,
     compare,

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from ired_core.input_rules import MAX_TAGS, SWEEP_MAX_POINTS, check_json_text
 from ired_core.results_dir import SETTING_SEPARATOR
-from ired_core.stats import AUTO_BASELINE, Comparison
+from ired_core.verdict import AUTO_BASELINE, Comparison
 from ired_dcd.models import Job, Sweep, User
 from ired_dcd.services import jobs, results
 from ired_dcd.services.errors import Conflict, InvalidInput, NotFound, QuotaExceeded

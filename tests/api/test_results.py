@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from ired_core.stats import BUILTIN_BASELINES, MEASURED_HERE, Baseline, compare
+from ired_core.stats import Baseline
+from ired_core.verdict import BUILTIN_BASELINES, MEASURED_HERE, compare
 from ired_dcd.models import ImportedResult
 from ired_dcd.services.results import config_curves, load_metric_values
 from ired_dcd.states import State

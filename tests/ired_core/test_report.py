@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from ired_core.report import CSV_COLUMNS, format_csv, format_markdown, format_text, render, significance_marks
-from ired_core.stats import Q201, Q202, Q203, Q204, Baseline, builtin_baseline, compare
+from ired_core.stats import Baseline
+from ired_core.verdict import Q201, Q202, Q203, Q204, builtin_baseline, compare
 
 RNG = np.random.default_rng(7)
 VALUES = {

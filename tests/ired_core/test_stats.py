@@ -11,6 +11,15 @@ from scipy import stats
 
 from ired_core.failures import FailedRuns
 from ired_core.stats import (
+    Baseline,
+    bootstrap_delta_pct_ci,
+    describe,
+    hedges_g,
+    hedges_g_one_sample,
+    holm_adjust,
+    paired_tests,
+)
+from ired_core.verdict import (
     BUILTIN_BASELINES,
     IN_HOUSE_BASELINE,
     MEASURED_HERE,
@@ -19,17 +28,10 @@ from ired_core.stats import (
     Q202,
     Q203,
     Q204,
-    Baseline,
     baseline_config,
-    bootstrap_delta_pct_ci,
     builtin_baseline,
     choose_baseline,
     compare,
-    describe,
-    hedges_g,
-    hedges_g_one_sample,
-    holm_adjust,
-    paired_tests,
     success_level,
 )
 
