@@ -11,15 +11,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from api.cache import Reads
-from ired_core.input_rules import INT32_MAX
+from ired_core.input_rules import DB_INT_MAX
 from ired_dcd.db import new_session
 from ired_dcd.models import User
 from ired_dcd.services.errors import Unauthorized
 from ired_dcd.services.users import Identity, authenticate, get_or_create_user, hash_token
 from ired_dcd.settings import get_settings
 
-DB_INT_MAX = INT32_MAX
-"""The largest value of the database's INTEGER columns (ids, steps): larger ones are refused with a 422."""
 RowId = Annotated[int, Path(ge=1, le=DB_INT_MAX)]
 """A job, run or artifact id in a path."""
 PAGE_MAX = 500

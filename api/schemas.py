@@ -7,8 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasPath, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
 
-from ired_core.configs import MAX_SEEDS
-from ired_core.input_rules import MAX_TAGS, TAG_MAX_LENGTH, TAG_PATTERN
+from ired_core.input_rules import MAX_SEEDS, MAX_TAGS, TAG_MAX_LENGTH, TAG_PATTERN
 from ired_dcd.states import State
 
 Tag = Annotated[

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from api_load import bench_database, seed, serving  # the database and server of the API load bench
 
-from ired_core.input_rules import IMPORT_MAX_ROWS, SEED_MAX
+from ired_core.input_rules import DB_INT_MAX, IMPORT_MAX_ROWS
 
 SPELLINGS = ["q203", "Q-203", "q203_dcd_replay", "q203 ", "q203,q203", "q201,q203"]
 """The issue's six spellings: five of one comparison, one of another."""
@@ -53,7 +53,7 @@ DISTINCT = [
 ]
 """Comparisons of the same rows that share no cache entry: each costs a computation of its own."""
 BAD_IMPORTS: list[tuple[str, str, bytes]] = [
-    ("seed 2^31", "text/csv", f"config,seed,val_mse\nq203,{SEED_MAX + 1},0.0095\n".encode()),
+    ("seed 2^31", "text/csv", f"config,seed,val_mse\nq203,{DB_INT_MAX + 1},0.0095\n".encode()),
     ("NUL in a tag", "text/csv", b"config,seed,val_mse,tags\nq203,0,0.0095,a\x00b\n"),
     ("lone surrogate", "application/json", b'[{"config": "q203", "seed": 0, "val_mse": 0.0095, "tags": ["\\ud800"]}]'),
     ("JSON 100,000 deep", "application/json", b"[" * 100_000 + b"]" * 100_000),

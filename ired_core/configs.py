@@ -17,8 +17,9 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ired_core.input_rules import MAX_SEEDS
+
 CONFIGS_DIR = Path(os.environ.get("IRED_CONFIGS_DIR", Path(__file__).resolve().parents[1] / "configs"))
-MAX_SEEDS = 64
 Engine = Literal["eager", "reuse", "compiled"]
 """How `ired_core.trainer.Trainer` computes a step. Not a config field: every engine trains the same model
 (within fp32 rounding, tested), so the choice is the machine's, not the experiment's."""

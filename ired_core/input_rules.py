@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-INT32_MAX = 2**31 - 1
-"""The largest value of the database's INTEGER columns (ids, seeds, steps)."""
-SEED_MAX = INT32_MAX
-"""Seeds are stored in INTEGER columns: they lie in [0, SEED_MAX]."""
+DB_INT_MAX = 2**31 - 1
+"""The largest value of the database's INTEGER columns (ids, seeds, steps): seeds lie in [0, DB_INT_MAX]."""
+MAX_SEEDS = 64
+"""Seeds in one job: the width of one ensemble."""
 
 TAG_MAX_LENGTH = 64
 """Characters in one tag (the `job_tags.tag` column)."""
@@ -106,16 +106,34 @@ def check_tags(values: Iterable[Any]) -> tuple[str, ...]:
 
 
 def parse_seed(value: Any) -> int:
-    """A seed in [0, SEED_MAX]: an int (not a bool), or the text of one in ASCII digits ("3", not "3.0" or "٣")."""
+    """A seed in [0, DB_INT_MAX]: an int (not a bool), or the text of one in ASCII digits ("3", not "3.0" or "٣")."""
     if isinstance(value, str) and _ASCII_DIGITS.fullmatch(value.strip()):
         seed = int(value.strip())
     elif isinstance(value, int) and not isinstance(value, bool):
         seed = value
     else:
         raise ValueError(f"must be a non-negative integer, got {value!r}")
-    if not 0 <= seed <= SEED_MAX:
-        raise ValueError(f"must lie in [0, {SEED_MAX}], got {seed}")
+    if not 0 <= seed <= DB_INT_MAX:
+        raise ValueError(f"must lie in [0, {DB_INT_MAX}], got {seed}")
     return seed
+
+
+def check_seeds(seeds: Sequence[Any]) -> list[int]:
+    """The seeds of one job, in the order given: 1 to MAX_SEEDS distinct integers in [0, DB_INT_MAX]."""
+    if not seeds:
+        raise ValueError("seeds: must not be empty")
+    if len(seeds) > MAX_SEEDS:
+        raise ValueError(f"seeds: at most {MAX_SEEDS} per job, got {len(seeds)}")
+    not_int = [seed for seed in seeds if not isinstance(seed, int) or isinstance(seed, bool)]
+    if not_int:
+        raise ValueError(f"seeds: {not_int[0]!r} is not an integer")
+    bad = [seed for seed in seeds if not 0 <= seed <= DB_INT_MAX]
+    if bad:
+        raise ValueError(f"seeds: {bad[0]} is out of range; seeds lie in [0, {DB_INT_MAX}]")
+    duplicates = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if duplicates:
+        raise ValueError(f"seeds: duplicate seed(s) {', '.join(map(str, duplicates))}")
+    return list(seeds)
 
 
 def parse_finite(value: Any) -> float:

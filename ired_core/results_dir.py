@@ -381,7 +381,7 @@ def parse_result_rows(text: str, fmt: RowFormat, *, custom_configs: bool = False
     config: a known preset (any alias, stored as its canonical stem), or with `custom_configs` also a
     name for a config that is not a preset (a lab's `random mining`; not one shaped like a preset id,
     which is a typo); seed: an integer in
-    [0, SEED_MAX], from CSV in ASCII digits; every other column: a finite float metric value (empty CSV
+    [0, DB_INT_MAX], from CSV in ASCII digits; every other column: a finite float metric value (empty CSV
     cells are skipped; 1 to MAX_METRICS per row); tags: optional, the rules of job tags
     (`ired_core.input_rules`). A row repeating the config, seed and tags of an earlier row is an error,
     and so are more than IMPORT_MAX_ROWS rows. Raises ResultRowsError (a ValueError) listing the

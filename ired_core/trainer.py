@@ -40,11 +40,12 @@ from typing import Any, Literal
 import torch
 
 from ired_core import __version__
-from ired_core.configs import ENGINES, MAX_SEEDS, Engine, TrainConfig
+from ired_core.configs import ENGINES, Engine, TrainConfig
 from ired_core.data import held_out_set, training_batch
 from ired_core.divergence import Divergence, DivergenceMonitor
 from ired_core.evaluate import held_out_mse, predict_mean_mse
 from ired_core.filters import filter_weights, inverse_residual
+from ired_core.input_rules import check_seeds
 from ired_core.losses import denoising_loss, energy_loss
 from ired_core.model import Conditioning, EnsembleEnergyModel
 from ired_core.replay import ReplayBuffer
@@ -134,12 +135,10 @@ class Trainer:
         device: str | torch.device = "cpu",
         engine: Engine = "reuse",
     ) -> None:
-        seeds = list(seeds)
+        seeds = check_seeds(list(seeds))
         if engine not in ENGINES:
             raise ValueError(f"engine: {engine!r}; valid: {', '.join(ENGINES)}")
         self.engine = engine
-        if not seeds or len(set(seeds)) != len(seeds) or len(seeds) > MAX_SEEDS:
-            raise ValueError(f"seeds: need 1–{MAX_SEEDS} distinct seeds, got {seeds}")
         self.config = config
         self.seeds = seeds
         self.device = torch.device(device)

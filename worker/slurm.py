@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from submitit.core.utils import FailedJobError, FailedSubmissionError, JobPaths, pickle_load
 
 from ired_core.configs import canonical_preset, format_seeds, resolve_config
+from ired_core.input_rules import check_seeds
 from ired_dcd.states import TERMINAL, State
 
 ArrayMode = Literal["per_seed", "all_seeds_one_task"]
@@ -178,16 +179,6 @@ def _normalise_sbatch_line(line: str) -> str:
 # --- sbatch scripts for researchers who submit by hand ---------------------------------------------
 
 
-def _check_seeds(seeds: Sequence[int]) -> list[int]:
-    if not seeds:
-        raise ValueError("seeds: at least one seed")
-    if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
-        raise ValueError("seeds: non-negative integers only")
-    if len(set(seeds)) != len(seeds):
-        raise ValueError("seeds: each seed once")
-    return list(seeds)
-
-
 def _override_arg(key: str, value: Any) -> str:
     """`key=value` that `parse_overrides` reads back as exactly `value` (JSON unless a plain string)."""
     if isinstance(value, str):
@@ -218,7 +209,7 @@ def render_sbatch(
     from their checkpoint. ValueError names a bad preset, seed or override.
     """
     # 1. validate what the job will run with
-    seeds = _check_seeds(seeds)
+    seeds = check_seeds(seeds)
     stem = canonical_preset(preset)
     overrides = dict(overrides or {})
     resolve_config(stem, overrides)
@@ -466,7 +457,7 @@ class SlurmTaskStatus:
 
 def seed_groups(seeds: Sequence[int], array_mode: ArrayMode) -> list[list[int]]:
     """How seeds are split over array tasks."""
-    seeds = _check_seeds(seeds)
+    seeds = check_seeds(seeds)
     return [[s] for s in seeds] if array_mode == "per_seed" else [list(seeds)]
 
 

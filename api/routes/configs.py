@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from api.schemas import ConfigsPublic
-from ired_core.configs import MAX_SEEDS
+from ired_core.input_rules import MAX_SEEDS
 from ired_dcd.services.configs import config_fields, describe_presets
 
 router = APIRouter(prefix="/configs", tags=["configs"])

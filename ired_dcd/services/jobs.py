@@ -15,8 +15,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
 
-from ired_core.configs import MAX_SEEDS, TrainConfig, canonical_preset, config_hash, resolve_config
-from ired_core.input_rules import SEED_MAX, check_json_text, check_tags
+from ired_core import input_rules
+from ired_core.configs import TrainConfig, canonical_preset, config_hash, resolve_config
+from ired_core.input_rules import check_json_text, check_tags
 from ired_dcd.models import Job, JobTag, Metric, Run, Sweep, User, utcnow
 from ired_dcd.services import slurm
 from ired_dcd.services.artifacts import delete_job_files
@@ -52,17 +53,10 @@ def check_job_tags(tags: Sequence[str]) -> tuple[str, ...]:
 
 def check_seeds(seeds: Sequence[int]) -> list[int]:
     """The seeds in ascending order, or InvalidInput for empty, duplicate, out-of-range or too many."""
-    if not seeds:
-        raise InvalidInput("seeds: must not be empty")
-    if len(seeds) > MAX_SEEDS:
-        raise InvalidInput(f"seeds: at most {MAX_SEEDS} per job, got {len(seeds)}")
-    bad = [seed for seed in seeds if not 0 <= seed <= SEED_MAX]
-    if bad:
-        raise InvalidInput(f"seeds: {bad[0]} is out of range; seeds lie in [0, {SEED_MAX}]")
-    duplicates = sorted({seed for seed in seeds if seeds.count(seed) > 1})
-    if duplicates:
-        raise InvalidInput(f"seeds: duplicate seed(s) {', '.join(map(str, duplicates))}")
-    return sorted(seeds)
+    try:
+        return sorted(input_rules.check_seeds(seeds))
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from ired_core.input_rules import IMPORT_MAX_ROWS, MAX_TAGS, SEED_MAX, TAG_MAX_LENGTH
+from ired_core.input_rules import DB_INT_MAX, IMPORT_MAX_ROWS, MAX_TAGS, TAG_MAX_LENGTH
 from ired_dcd.models import ImportedResult, Job
 from tests.conftest import Lab
 from tests.utils.results_factories import unique_tag
@@ -64,10 +64,10 @@ def test_an_import_of_66000_rows_is_stored_and_a_second_time_skipped(lab: Lab) -
 
 def test_seeds_beyond_the_database_integer_are_refused_naming_row_and_field(lab: Lab) -> None:
     tag = unique_tag()
-    largest = f"config,seed,val_mse,tags\nq201,{SEED_MAX},0.0097,{tag}\n"
+    largest = f"config,seed,val_mse,tags\nq201,{DB_INT_MAX},0.0097,{tag}\n"
     assert post_rows(lab, largest).json() == {"inserted": 1, "skipped": 0}
-    message = f"row 2, field 'seed': must lie in [0, {SEED_MAX}], got {SEED_MAX + 1}"
-    refused(lab, f"config,seed,val_mse\nq201,0,0.0097\nq201,{SEED_MAX + 1},0.0097\n", "text/csv", message)
+    message = f"row 2, field 'seed': must lie in [0, {DB_INT_MAX}], got {DB_INT_MAX + 1}"
+    refused(lab, f"config,seed,val_mse\nq201,0,0.0097\nq201,{DB_INT_MAX + 1},0.0097\n", "text/csv", message)
     document = json_document([{"config": "q201", "seed": 0, "val_mse": 0.01}, {"config": "q201", "seed": 2**63}])
     refused(lab, document, "application/json", "row 2, field 'seed': must lie in")
 

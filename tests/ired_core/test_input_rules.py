@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 from ired_core.input_rules import (
+    DB_INT_MAX,
     MAX_JSON_DEPTH,
-    SEED_MAX,
+    MAX_SEEDS,
     check_json_text,
+    check_seeds,
     check_tags,
     check_text,
     parse_finite,
@@ -15,12 +17,12 @@ from ired_core.input_rules import (
 )
 
 
-@pytest.mark.parametrize(("value", "seed"), [("0", 0), (" 7 ", 7), (3, 3), (str(SEED_MAX), SEED_MAX)])
+@pytest.mark.parametrize(("value", "seed"), [("0", 0), (" 7 ", 7), (3, 3), (str(DB_INT_MAX), DB_INT_MAX)])
 def test_seeds_are_ints_or_ascii_digits_within_the_database_integer(value, seed):
     assert parse_seed(value) == seed
 
 
-@pytest.mark.parametrize("value", ["٣", "²", "3.0", "-1", "", True, 1.0, SEED_MAX + 1, -1, None])
+@pytest.mark.parametrize("value", ["٣", "²", "3.0", "-1", "", True, 1.0, DB_INT_MAX + 1, -1, None])
 def test_other_seeds_are_refused(value):
     with pytest.raises(ValueError):
         parse_seed(value)
@@ -61,3 +63,26 @@ def test_tags_are_stripped_deduplicated_and_counted():
     assert check_tags([" a ", "b", "a"]) == ("a", "b")
     with pytest.raises(ValueError, match="at most 16 tags"):
         check_tags([f"t{i}" for i in range(17)])
+
+
+def test_a_jobs_seeds_keep_their_order() -> None:
+    """The trainer's ensemble axis follows the order given; the job service sorts them itself."""
+    assert check_seeds([5, 0, DB_INT_MAX]) == [5, 0, DB_INT_MAX]
+
+
+@pytest.mark.parametrize(
+    ("seeds", "message"),
+    [
+        ([], "seeds: must not be empty"),
+        (list(range(MAX_SEEDS + 1)), f"seeds: at most {MAX_SEEDS} per job, got {MAX_SEEDS + 1}"),
+        ([0, True], "seeds: True is not an integer"),
+        ([0, 1.0], "seeds: 1.0 is not an integer"),
+        ([0, -1], f"seeds: -1 is out of range; seeds lie in [0, {DB_INT_MAX}]"),
+        ([DB_INT_MAX + 1], f"seeds: {DB_INT_MAX + 1} is out of range"),
+        ([3, 1, 3, 1], "seeds: duplicate seed(s) 1, 3"),
+    ],
+)
+def test_bad_seeds_are_refused_with_the_rule_they_break(seeds, message) -> None:
+    with pytest.raises(ValueError) as refused:
+        check_seeds(seeds)
+    assert str(refused.value).startswith(message)

@@ -248,9 +248,9 @@ def test_log_dir_setting() -> None:
     ("preset", "seeds", "overrides", "message"),
     [
         ("q999", [0], {}, "unknown preset"),
-        ("q204", [], {}, "seeds: at least one"),
-        ("q204", [1, 1], {}, "seeds: each seed once"),
-        ("q204", [-1], {}, "seeds: non-negative"),
+        ("q204", [], {}, "seeds: must not be empty"),
+        ("q204", [1, 1], {}, "seeds: duplicate seed"),
+        ("q204", [-1], {}, "seeds: -1 is out of range"),
         ("q204", [0], {"lr": -1}, "^lr: "),
         ("q204", [0], {"no_such_knob": 1}, "^no_such_knob: "),
         ("q204", [0], {"name": "x"}, "^name: cannot be overridden"),
