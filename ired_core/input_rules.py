@@ -152,6 +152,14 @@ def parse_finite(value: Any) -> float:
     return number
 
 
+def finite_or_none(value: float | None) -> float | None:
+    """`value` as a plain float, or None for None, NaN and ±inf: neither JSON nor the database holds them."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
 def check_metric_name(name: str) -> str:
     """`name` if it is a metric name of at most METRIC_NAME_MAX_LENGTH characters, else ValueError."""
     if len(name) > METRIC_NAME_MAX_LENGTH:

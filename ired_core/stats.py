@@ -53,15 +53,9 @@ import numpy as np
 from scipy import stats
 
 from ired_core.failures import FailedRuns
+from ired_core.input_rules import finite_or_none
 
 BaselineKind = Literal["constant", "summary", "values"]
-
-
-def _float_or_none(value: float | np.floating | None) -> float | None:
-    """A plain Python float, or None for None / NaN / ±inf (JSON has no NaN)."""
-    if value is None or not math.isfinite(value):
-        return None
-    return float(value)
 
 
 def json_safe(obj: Any) -> Any:
@@ -73,7 +67,7 @@ def json_safe(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [json_safe(v) for v in obj]
     if isinstance(obj, float | np.floating):
-        return _float_or_none(obj)
+        return finite_or_none(obj)
     return obj
 
 
@@ -193,8 +187,8 @@ def describe(values: np.ndarray, alpha: float = 0.05) -> Description:
         median=float(np.median(values)),
         min=float(values.min()),
         max=float(values.max()),
-        ci_low=_float_or_none(ci_low),
-        ci_high=_float_or_none(ci_high),
+        ci_low=finite_or_none(ci_low),
+        ci_high=finite_or_none(ci_high),
     )
 
 
@@ -261,10 +255,10 @@ def _tests_vs_constant(values: np.ndarray, desc: Description, reference: float) 
         return BaselineTests(notes=("zero variance (and a constant baseline): the t statistic is undefined",))
     result = stats.ttest_1samp(values, reference)
     return BaselineTests(
-        welch_t=_float_or_none(result.statistic),
+        welch_t=finite_or_none(result.statistic),
         welch_df=float(desc.n - 1),
-        welch_p=_float_or_none(result.pvalue),
-        hedges_g=_float_or_none(hedges_g_one_sample(desc.mean, desc.sd, desc.n, reference)),
+        welch_p=finite_or_none(result.pvalue),
+        hedges_g=finite_or_none(hedges_g_one_sample(desc.mean, desc.sd, desc.n, reference)),
     )
 
 
@@ -280,12 +274,12 @@ def _tests_vs_summary(desc: Description, baseline: Baseline) -> BaselineTests:
     welch = stats.ttest_ind_from_stats(**moments, equal_var=False)
     student = stats.ttest_ind_from_stats(**moments, equal_var=True)
     return BaselineTests(
-        welch_t=_float_or_none(welch.statistic),
-        welch_df=_float_or_none(welch_df(desc.sd, desc.n, baseline.sd, baseline.n)),
-        welch_p=_float_or_none(welch.pvalue),
-        student_t=_float_or_none(student.statistic),
-        student_p=_float_or_none(student.pvalue),
-        hedges_g=_float_or_none(hedges_g(desc.mean, desc.sd, desc.n, baseline.mean, baseline.sd, baseline.n)),
+        welch_t=finite_or_none(welch.statistic),
+        welch_df=finite_or_none(welch_df(desc.sd, desc.n, baseline.sd, baseline.n)),
+        welch_p=finite_or_none(welch.pvalue),
+        student_t=finite_or_none(student.statistic),
+        student_p=finite_or_none(student.pvalue),
+        hedges_g=finite_or_none(hedges_g(desc.mean, desc.sd, desc.n, baseline.mean, baseline.sd, baseline.n)),
     )
 
 
@@ -294,8 +288,8 @@ def _tests_vs_values(values: np.ndarray, desc: Description, baseline: Baseline) 
     mann_whitney = stats.mannwhitneyu(values, np.asarray(baseline.values), alternative="two-sided")
     return replace(
         _tests_vs_summary(desc, baseline),
-        mannwhitney_u=_float_or_none(mann_whitney.statistic),
-        mannwhitney_p=_float_or_none(mann_whitney.pvalue),
+        mannwhitney_u=finite_or_none(mann_whitney.statistic),
+        mannwhitney_p=finite_or_none(mann_whitney.pvalue),
     )
 
 
@@ -343,12 +337,12 @@ def paired_tests(values: Sequence[float], seeds: Sequence[int], baseline: Baseli
     t_test = stats.ttest_rel(x, b)
     wilcoxon_p = None
     if np.any(differences != 0):
-        wilcoxon_p = _float_or_none(stats.wilcoxon(x, b).pvalue)
+        wilcoxon_p = finite_or_none(stats.wilcoxon(x, b).pvalue)
     return PairedTests(
         n=len(pairs),
         mean_difference=float(differences.mean()),
-        t=_float_or_none(t_test.statistic),
-        p=_float_or_none(t_test.pvalue),
+        t=finite_or_none(t_test.statistic),
+        p=finite_or_none(t_test.pvalue),
         wilcoxon_p=wilcoxon_p,
     )
 

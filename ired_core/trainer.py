@@ -45,7 +45,7 @@ from ired_core.data import held_out_set, training_batch
 from ired_core.divergence import Divergence, DivergenceMonitor
 from ired_core.evaluate import held_out_mse, predict_mean_mse
 from ired_core.filters import filter_weights, inverse_residual
-from ired_core.input_rules import check_seeds
+from ired_core.input_rules import check_seeds, finite_or_none
 from ired_core.losses import denoising_loss, energy_loss
 from ired_core.model import Conditioning, EnsembleEnergyModel
 from ired_core.replay import ReplayBuffer
@@ -545,4 +545,4 @@ class Trainer:
 
 
 def _finite(values: dict[str, float]) -> dict[str, float]:
-    return {k: v for k, v in values.items() if v == v and abs(v) != float("inf")}
+    return {name: value for name, value in values.items() if finite_or_none(value) is not None}

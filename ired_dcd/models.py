@@ -161,6 +161,12 @@ class JobTag(Base):
     tag: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
 
 
+def lease_live(lease_expires_at: datetime | None, now: datetime) -> bool:
+    """The one liveness rule of a run's lease: its expiry lies ahead. A released run has no expiry, and a
+    submission intent (SLURM) names an owner without one: neither is held."""
+    return lease_expires_at is not None and lease_expires_at > now
+
+
 class Run(Base):
     """One seed of a job: its progress, lease, checkpoint and final metrics."""
 
@@ -197,6 +203,10 @@ class Run(Base):
     finished_at: Mapped[datetime | None]
 
     job: Mapped[Job] = relationship(back_populates="runs")
+
+    def lease_live(self, now: datetime) -> bool:
+        """A worker (or a SLURM collector) holds the run under a lease that has not expired at `now`."""
+        return lease_live(self.lease_expires_at, now)
 
 
 class Metric(Base):

@@ -35,7 +35,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +147,7 @@ def claim_runs(run_ids: Sequence[int], *, owner: str, settings: Settings) -> Cla
             runs = lock_runs(session, run_ids)
             now = utcnow()
             active = [run for run in runs if run.state in ACTIVE]
-            holders = {run.lease_owner for run in active if run.lease_owner != owner and _live(run, now)}
+            holders = {run.lease_owner for run in active if run.lease_owner != owner and run.lease_live(now)}
             if not active:
                 log.info("runs %s have all ended; nothing to do", list(run_ids))
                 return None
@@ -170,10 +170,6 @@ def claim_runs(run_ids: Sequence[int], *, owner: str, settings: Settings) -> Cla
             )
             return None
         time.sleep(settings.heartbeat_seconds)
-
-
-def _live(run: Run, now: datetime) -> bool:
-    return run.lease_owner is not None and run.lease_expires_at is not None and run.lease_expires_at > now
 
 
 def _take(run: Run, *, owner: str, settings: Settings) -> bool:

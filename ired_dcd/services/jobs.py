@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, func, select
@@ -291,7 +290,7 @@ def cancel_runs(job: Job) -> int:
         return len(active)
     now = utcnow()
     for run in active:
-        if _worker_alive(run, now):
+        if run.state == State.RUNNING and run.lease_live(now):
             run.cancel_requested = True
         else:  # queued, or its worker is gone: nobody will see the flag
             set_state(run, State.CANCELLED, now=now)
@@ -339,7 +338,3 @@ def locked_job(session: Session, job_id: int) -> Job:
         raise NotFound(f"job {job_id} not found")
     session.scalars(select(Run).where(Run.job_id == job_id).with_for_update()).all()
     return job
-
-
-def _worker_alive(run: Run, now: datetime) -> bool:
-    return run.state == State.RUNNING and run.lease_expires_at is not None and run.lease_expires_at > now

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -13,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from ired_core.input_rules import finite_or_none
 from ired_dcd.models import Artifact, Job, Metric, Run, utcnow
 from ired_dcd.services.errors import NotFound
 from ired_dcd.settings import get_settings
@@ -108,12 +108,6 @@ def get_run(*, session: Session, run_id: int) -> Run:
     if run is None:
         raise NotFound(f"run {run_id} not found")
     return run
-
-
-def finite_or_none(value: float) -> float | None:
-    """Databases and JSON cannot hold NaN/inf portably: store them as NULL."""
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def clean_metrics(values: Mapping[str, float]) -> dict[str, float | None]:

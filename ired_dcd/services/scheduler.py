@@ -31,7 +31,7 @@ from datetime import datetime
 from sqlalchemy import false, func, select, update
 from sqlalchemy.orm import Session
 
-from ired_dcd.models import Job, Run, utcnow
+from ired_dcd.models import Job, Run, lease_live, utcnow
 from ired_dcd.services.dispatch import send_celery
 from ired_dcd.settings import Settings, get_settings
 from ired_dcd.states import ACTIVE, State
@@ -82,7 +82,7 @@ class Task:
 
     def held(self, now: datetime) -> bool:
         """Whether a worker holds a live lease on any of the runs."""
-        return any(run.lease_expires_at is not None and run.lease_expires_at > now for run in self.runs)
+        return any(lease_live(run.lease_expires_at, now) for run in self.runs)
 
 
 def lock(session: Session) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 
 from ired_core.input_rules import (
@@ -12,6 +15,7 @@ from ired_core.input_rules import (
     check_seeds,
     check_tags,
     check_text,
+    finite_or_none,
     parse_finite,
     parse_seed,
 )
@@ -86,3 +90,12 @@ def test_bad_seeds_are_refused_with_the_rule_they_break(seeds, message) -> None:
     with pytest.raises(ValueError) as refused:
         check_seeds(seeds)
     assert str(refused.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [(0.5, 0.5), (np.float32(0.25), 0.25), (3, 3.0), (None, None), (float("nan"), None), (-math.inf, None)],
+)
+def test_only_finite_numbers_are_stored_as_numbers(value, stored) -> None:
+    result = finite_or_none(value)
+    assert result == stored and (result is None or type(result) is float)
