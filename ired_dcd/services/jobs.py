@@ -17,14 +17,13 @@ from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
 from ired_core import input_rules
 from ired_core.configs import TrainConfig, canonical_preset, config_hash, resolve_config
 from ired_core.input_rules import check_json_text, check_tags
-from ired_dcd.models import Job, JobTag, Metric, Run, Sweep, User, utcnow
-from ired_dcd.services import slurm
+from ired_dcd.models import Job, JobTag, Metric, Run, Sweep, User
 from ired_dcd.services.artifacts import delete_job_files
-from ired_dcd.services.dispatch import EXECUTORS, plan_tasks
 from ired_dcd.services.errors import Conflict, InvalidInput, NotFound, Unavailable
+from ired_dcd.services.executors import executor_named, executor_of
 from ired_dcd.services.quotas import check_quota
 from ired_dcd.services.runs import set_state
-from ired_dcd.services.scheduler import BROKER_EXECUTOR, dispatch
+from ired_dcd.services.scheduler import dispatch
 from ired_dcd.services.users import check_may_change
 from ired_dcd.states import ACTIVE, RETRYABLE, State
 
@@ -93,11 +92,7 @@ def job_spec(
     overrides = dict(overrides or {})
     preset, cfg = resolve(config, overrides)
     seeds, tags = check_seeds(seeds), check_job_tags(tags)
-    if executor not in EXECUTORS:
-        valid = ", ".join(EXECUTORS)
-        raise InvalidInput(f"executor: {executor!r} is not available on this server; valid: {valid}")
-    if slurm_options is not None and executor != slurm.EXECUTOR:
-        raise InvalidInput(f"slurm: settings for executor 'slurm' only; this job's executor is {executor!r}")
+    executor_options = executor_named(executor).check_options(slurm_options)
     return JobSpec(
         preset=preset,
         config=cfg,
@@ -105,7 +100,7 @@ def job_spec(
         seeds=seeds,
         tags=tags,
         executor=executor,
-        executor_options=slurm.check_job_options(slurm_options) if executor == slurm.EXECUTOR else None,
+        executor_options=executor_options,
         priority=priority,
     )
 
@@ -132,7 +127,7 @@ def add_job(*, session: Session, owner: User, spec: JobSpec, sweep: Sweep | None
     )
     session.add(job)
     session.flush()
-    return job, plan_tasks(job, job.runs)
+    return job, executor_of(job).plan(job, job.runs)
 
 
 def create_job(
@@ -164,12 +159,12 @@ def create_job(
 
 
 def start_jobs(session: Session, planned: Sequence[tuple[Job, list[list[Run]]]]) -> None:
-    """Start committed jobs: broker jobs wait in the database for the fair-share dispatcher (one pass
-    for all of them), other executors get their tasks at once."""
-    if any(job.executor == BROKER_EXECUTOR for job, _ in planned):
+    """Start committed jobs: the tasks of a dispatched executor wait in the database for the fair-share
+    dispatcher (one pass for all of them), other executors' tasks start at once."""
+    if any(executor_of(job).dispatched for job, _ in planned):
         dispatch(session=session)
     for job, groups in planned:
-        if job.executor != BROKER_EXECUTOR:
+        if not executor_of(job).dispatched:
             _enqueue(session, job, groups)
 
 
@@ -181,7 +176,7 @@ def _enqueue(session: Session, job: Job, groups: list[list[Run]]) -> None:
     errors = []
     for group in groups:
         try:
-            EXECUTORS[job.executor](job, group)
+            executor_of(job).start(job, group)
         except Exception as exc:  # broker down or refusing: the runs must not wait forever as queued
             errors.append(f"{type(exc).__name__}: {exc}")
             for run in group:
@@ -275,25 +270,17 @@ def cancel_job(*, session: Session, job_id: int, user: User) -> Job:
     if not cancel_runs(job):
         raise Conflict(f"job {job_id} has already ended ({job.state}); nothing to cancel")
     session.commit()
-    if job.executor == BROKER_EXECUTOR:
+    if executor_of(job).dispatched:
         dispatch(session=session)  # the cancelled tasks' places go to the next ones
     return job
 
 
 def cancel_runs(job: Job) -> int:
-    """Cancel the active runs of a locked job (not committed): queued ones now, running ones flagged to
-    stop within a heartbeat, SLURM ones by scancel. Returns how many runs were active."""
+    """Cancel the active runs of a locked job (not committed), as its executor does (`Executor.cancel`).
+    Returns how many runs were active."""
     active = [run for run in job.runs if run.state in ACTIVE]
-    if job.executor == slurm.EXECUTOR:
-        if active:
-            slurm.cancel_runs(active)
-        return len(active)
-    now = utcnow()
-    for run in active:
-        if run.state == State.RUNNING and run.lease_live(now):
-            run.cancel_requested = True
-        else:  # queued, or its worker is gone: nobody will see the flag
-            set_state(run, State.CANCELLED, now=now)
+    if active:
+        executor_of(job).cancel(active)
     return len(active)
 
 
@@ -314,7 +301,7 @@ def retry_job(*, session: Session, job_id: int, user: User) -> Job:
         run.error = run.final_metrics = run.divergence = run.resume_step = None
         run.started_at = run.finished_at = None
         run.cancel_requested = False
-    groups = plan_tasks(job, runs)
+    groups = executor_of(job).plan(job, runs)
     session.commit()
     start_jobs(session, [(job, groups)])
     return job

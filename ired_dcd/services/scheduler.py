@@ -32,14 +32,12 @@ from sqlalchemy import false, func, select, update
 from sqlalchemy.orm import Session
 
 from ired_dcd.models import Job, Run, lease_live, utcnow
-from ired_dcd.services.dispatch import send_celery
+from ired_dcd.services.executors import DISPATCHED, executor_of
 from ired_dcd.settings import Settings, get_settings
 from ired_dcd.states import ACTIVE, State
 
 log = logging.getLogger(__name__)
 
-BROKER_EXECUTOR = "celery"
-"""The executor whose tasks go through the broker (EXECUTORS["celery"])."""
 LOCK_KEY = 0x1BED_DCD
 """Postgres advisory lock held by a dispatch or reconcile pass."""
 WAITER_KEY = LOCK_KEY + 1
@@ -110,7 +108,7 @@ def broker_tasks_of_database(session: Session) -> list[Task]:
             Run.lease_expires_at,
         )
         .join(Run.job)
-        .where(Run.state.in_(list(ACTIVE)), Job.executor == BROKER_EXECUTOR)
+        .where(Run.state.in_(list(ACTIVE)), Job.executor.in_(DISPATCHED))
         .order_by(Run.job_id, Run.id)
     )
     tasks: dict[tuple[int, str | None], Task] = {}
@@ -164,7 +162,7 @@ def send(session: Session, tasks: Sequence[Sequence[Run]]) -> int:
     for runs in tasks:
         job, task_id = runs[0].job, runs[0].task_id
         try:
-            send_celery(job, list(runs))
+            executor_of(job).start(job, list(runs))
             sent += 1
         except Exception as exc:  # broker down or refusing: the reconciler sends it once the broker is back
             log.warning("job %d: broker refused task %s (%s); it waits in the database", job.id, task_id, exc)

@@ -170,7 +170,7 @@ def mark_intent(job: Job, runs: Sequence[Run], *, out_dir: str, array_mode: str 
 
 
 def submit_runs(job: Job, runs: list[Run]) -> None:
-    """`EXECUTORS["slurm"]`: sbatch the committed intent on `runs` and record the tasks (the caller
+    """`SlurmArrayExecutor.start`: sbatch the committed intent on `runs` and record the tasks (the caller
     commits). ValueError on bad settings, SlurmError when sbatch fails."""
     token = intent_token(runs[0])
     if token is None:
