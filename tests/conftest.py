@@ -124,8 +124,8 @@ def redis_url() -> str:
 def configure_process(env: dict[str, str]) -> None:
     """Make this process use `env`: settings and database engine are rebuilt from it."""
     from ired_dcd import db
+    from ired_dcd.services.celery_app import app
     from ired_dcd.settings import get_settings
-    from worker.celery_app import app
 
     os.environ.clear()
     os.environ.update(env)
@@ -179,10 +179,10 @@ def lab_server(*, database_url: str, redis_url: str, tmp: Path, **settings: str)
     override TEST_SETTINGS. The HTTP client is signed in as `local` (the embedded default's user name)."""
     from api.main import app
     from ired_dcd.db import new_session
+    from ired_dcd.services.celery_app import app as celery_app
+    from ired_dcd.services.celery_app import celery_config
     from ired_dcd.services.users import get_or_create_user, issue_token
     from ired_dcd.settings import get_settings
-    from worker.celery_app import app as celery_app
-    from worker.celery_app import celery_config
 
     queue = f"ired-test-{uuid.uuid4().hex[:10]}"
     saved = dict(os.environ)

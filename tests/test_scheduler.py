@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from ired_dcd.services.broker import BrokerTasks
 from ired_dcd.services.reconciler import _lost
 from ired_dcd.services.scheduler import RunState, Task, choose
 from ired_dcd.settings import Settings
 from ired_dcd.states import State
-from worker.broker import BrokerTasks
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 _ids = iter(range(1, 10_000))

@@ -8,10 +8,10 @@ from celery.exceptions import Reject
 from celery.signals import worker_ready
 
 from ired_dcd.db import get_engine
+from ired_dcd.services.celery_app import TRAIN_TASK, app
 from ired_dcd.services.execution import Interrupted, execute_runs
 from ired_dcd.services.reconciler import reconcile_once
 from ired_dcd.settings import get_settings
-from worker.celery_app import TRAIN_TASK, app
 
 
 @app.task(name=TRAIN_TASK)

@@ -18,11 +18,11 @@ from ired_dcd.cli.options import add_overrides_option, add_server_options, repor
 from ired_dcd.client import Client
 from ired_dcd.db import migrate
 from ired_dcd.services import slurm
+from ired_dcd.services.celery_app import app as celery_app
 from ired_dcd.services.reconciler import reconcile_once
 from ired_dcd.settings import Settings, get_settings
 from ired_dcd.states import TERMINAL, State
 from worker.celery_app import PARENT_ENV
-from worker.celery_app import app as celery_app
 
 WORKER_STOP_SECONDS = 30
 """How long a stopping server waits for its local worker's runs to checkpoint and hand their leases back."""

@@ -19,11 +19,11 @@ from typing import Any, ClassVar, Protocol
 from ired_dcd.models import Job, Run, utcnow
 from ired_dcd.services import slurm
 from ired_dcd.services.artifacts import job_folder
+from ired_dcd.services.celery_app import TRAIN_TASK, app
 from ired_dcd.services.errors import InvalidInput
 from ired_dcd.services.runs import set_state
 from ired_dcd.settings import get_settings
 from ired_dcd.states import State
-from worker.celery_app import TRAIN_TASK, app
 
 
 class Executor(Protocol):

@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 
 from ired_dcd.db import new_session
 from ired_dcd.models import Job, Run
+from ired_dcd.services.celery_app import app
 from ired_dcd.settings import get_settings
 from ired_dcd.states import State
-from worker.celery_app import app
 
 PING_SECONDS = 1.0
 STALE_INTERVALS = 3

@@ -26,11 +26,11 @@ from sqlalchemy.orm import Session
 
 from ired_dcd.db import new_session
 from ired_dcd.models import Run, utcnow
+from ired_dcd.services.broker import BrokerTasks, broker_tasks, tasks_in_training
 from ired_dcd.services.runs import give_up, set_state
 from ired_dcd.services.scheduler import Task, broker_tasks_of_database, dispatch, load_runs, lock, mark_sent, send
 from ired_dcd.settings import Settings, get_settings
 from ired_dcd.states import ACTIVE, State
-from worker.broker import BrokerTasks, broker_tasks, tasks_in_training
 
 log = logging.getLogger(__name__)
 

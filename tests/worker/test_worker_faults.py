@@ -12,11 +12,11 @@ from sqlalchemy import func, select
 
 from ired_core.trainer import VALIDATION_METRICS
 from ired_dcd.models import Metric, Run
+from ired_dcd.services.celery_app import TRAIN_TASK
+from ired_dcd.services.celery_app import app as celery_app
 from ired_dcd.settings import get_settings
 from tests.conftest import Lab
 from tests.utils.services import LONG_STEPS, ended, follow_states, job_body, wait_for
-from worker.celery_app import TRAIN_TASK
-from worker.celery_app import app as celery_app
 
 pytestmark = pytest.mark.services
 

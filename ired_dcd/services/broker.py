@@ -16,8 +16,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ired_dcd.services.celery_app import app
 from ired_dcd.settings import Settings
-from worker.celery_app import app
 
 
 @dataclass(frozen=True)
