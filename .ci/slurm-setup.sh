@@ -16,7 +16,7 @@
 #
 # Accounting (slurmdbd) is on by default because submitit and `sacct` read job states from it, and it
 # is the only source that still knows a job's final state after slurmctld forgets it (MinJobAge).
-# The service also works without it (worker/slurm.py falls back to squeue + scontrol).
+# The service also works without it (ired_dcd/slurm/cluster.py falls back to squeue + scontrol).
 set -euo pipefail
 
 ACCOUNTING="${IRED_SLURM_ACCOUNTING:-yes}"

@@ -16,7 +16,7 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ired_core.configs import Engine
-from worker.slurm import SlurmSettings
+from ired_dcd.slurm.settings import SlurmSettings
 
 
 class Settings(BaseSettings):

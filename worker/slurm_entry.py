@@ -2,7 +2,7 @@
 
 The task trains its seed group into the job's output directory on the shared filesystem, in the
 layout of `ired_core.run_files.JobDirectory` (the same files `ired-dcd train` writes), resuming from
-the group's checkpoint when one is there. The server's collector (`ired_dcd.services.slurm`) reads
+the group's checkpoint when one is there. The server's collector (`ired_dcd.services.slurm_jobs`) reads
 those files back into the database.
 """
 
@@ -14,9 +14,6 @@ from typing import Any
 
 from ired_core.configs import TrainConfig
 from ired_core.run_files import JobDirectory
-
-ENTRY = "worker.slurm_entry:run_seeds"
-"""`run_slurm_task` entry of service jobs, as `SlurmExecutor.submit` takes it."""
 
 
 def run_seeds(

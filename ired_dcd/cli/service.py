@@ -17,7 +17,7 @@ from ired_core.configs import format_seeds, parse_overrides
 from ired_dcd.cli.options import add_overrides_option, add_server_options, reports_errors, seeds_argument
 from ired_dcd.client import Client
 from ired_dcd.db import migrate
-from ired_dcd.services import slurm
+from ired_dcd.services import slurm_jobs
 from ired_dcd.services.celery_app import app as celery_app
 from ired_dcd.services.reconciler import reconcile_once
 from ired_dcd.settings import Settings, get_settings
@@ -188,11 +188,11 @@ def _start_embedded(settings: Settings, *, with_worker: bool) -> subprocess.Pope
     return process
 
 
-def _start_slurm_collector() -> slurm.SlurmCollector | None:
+def _start_slurm_collector() -> slurm_jobs.SlurmCollector | None:
     """Where this server can submit to SLURM, follow its SLURM jobs into the database (docs/slurm.md)."""
-    if not slurm.available():
+    if not slurm_jobs.available():
         return None
-    collector = slurm.SlurmCollector()
+    collector = slurm_jobs.SlurmCollector()
     collector.start()
     print(f"SLURM: executor 'slurm' available; collector polls every {collector.interval:.0f} s")
     return collector

@@ -9,7 +9,8 @@ from typing import Any
 
 from ired_core.configs import parse_overrides, parse_seeds
 from ired_dcd.cli.options import add_overrides_option
-from worker.slurm import SlurmSettings, render_sbatch
+from ired_dcd.slurm.sbatch import render_sbatch
+from ired_dcd.slurm.settings import SlurmSettings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

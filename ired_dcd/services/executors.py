@@ -5,7 +5,7 @@ test an executor's name.
   dispatcher (`services.scheduler.dispatch`) sends it through the broker; a worker claims its runs under
   a lease (`services.execution`). Cancelling flags a running run, which stops within a heartbeat.
 - `slurm`: a cluster. A job is one array job, submitted as soon as it is committed and followed by the
-  SLURM collector (`services.slurm`); cancelling is scancel.
+  SLURM collector (`services.slurm_jobs`); cancelling is scancel.
 
 A job stores its executor's name (`Job.executor`); `executor_of(job)` is its implementation.
 """
@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 from ired_dcd.models import Job, Run, utcnow
-from ired_dcd.services import slurm
+from ired_dcd.services import slurm_jobs
 from ired_dcd.services.artifacts import job_folder
 from ired_dcd.services.celery_app import TRAIN_TASK, app
 from ired_dcd.services.errors import InvalidInput
@@ -88,23 +88,23 @@ class CeleryExecutor:
 
 
 class SlurmArrayExecutor:
-    name: ClassVar[str] = slurm.EXECUTOR
+    name: ClassVar[str] = slurm_jobs.EXECUTOR
     dispatched: ClassVar[bool] = False
 
     def check_options(self, options: Mapping[str, Any] | None) -> dict[str, Any] | None:
-        return slurm.check_job_options(options)
+        return slurm_jobs.check_job_options(options)
 
     def plan(self, job: Job, runs: list[Run]) -> list[list[Run]]:
         """One array job: its intent (directory, seed groups, checkpoints) is recorded on the runs, to be
-        committed with them before sbatch runs (`slurm.plan_submission`)."""
-        slurm.plan_submission(job, runs)
+        committed with them before sbatch runs (`slurm_jobs.plan_submission`)."""
+        slurm_jobs.plan_submission(job, runs)
         return [runs]
 
     def start(self, job: Job, runs: list[Run]) -> None:
-        slurm.submit_runs(job, runs)
+        slurm_jobs.submit_runs(job, runs)
 
     def cancel(self, runs: Sequence[Run]) -> None:
-        slurm.cancel_runs(runs)
+        slurm_jobs.cancel_runs(runs)
 
 
 EXECUTORS: dict[str, Executor] = {executor.name: executor for executor in (CeleryExecutor(), SlurmArrayExecutor())}

@@ -10,12 +10,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ired_dcd.services.slurm import SlurmCollector
+from ired_dcd.services.slurm_jobs import SlurmCollector
 from ired_dcd.settings import get_settings
+from ired_dcd.slurm.cluster import SlurmExecutor, SlurmTaskStatus
+from ired_dcd.slurm.settings import SlurmSettings
 from tests.conftest import Lab, lab_server
 from tests.utils.gates import unavailable
 from tests.utils.services import tiny, wait_for
-from worker.slurm import SlurmExecutor, SlurmSettings, SlurmTaskStatus
 
 # the server's SLURM settings in the service tests: the nodes run this interpreter; poll every second
 SERVER_SLURM = {"IRED_SLURM__PYTHON": sys.executable, "IRED_SLURM__POLL_INTERVAL_S": "1"}

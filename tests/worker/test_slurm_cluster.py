@@ -1,4 +1,4 @@
-"""worker/slurm.py against the real single-node SLURM that `.ci/slurm-setup.sh` starts.
+"""ired_dcd.slurm against the real single-node SLURM that `.ci/slurm-setup.sh` starts.
 
 The `*_entry` functions are what the array tasks run: the tasks import them from this module by
 name (`tests.worker.test_slurm_cluster:...`), from the repository root.
@@ -17,17 +17,12 @@ from pathlib import Path
 import pytest
 
 from ired_core.configs import parse_overrides
+from ired_dcd.slurm.cluster import SlurmExecutor, SlurmSubmission, SlurmTaskStatus, read_task_result
+from ired_dcd.slurm.sbatch import render_sbatch
+from ired_dcd.slurm.settings import SlurmSettings
 from ired_dcd.states import State
 from tests.utils.services import wait_for
 from tests.utils.slurm import require_sacct, settled_in_slurm
-from worker.slurm import (
-    SlurmExecutor,
-    SlurmSettings,
-    SlurmSubmission,
-    SlurmTaskStatus,
-    read_task_result,
-    render_sbatch,
-)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 

@@ -19,12 +19,14 @@ from submitit.core.utils import JobPaths, cloudpickle_dump
 from ired_core.configs import config_hash, resolve_config
 from ired_dcd.db import new_session, session_scope
 from ired_dcd.models import Artifact, Job, Metric, Run
-from ired_dcd.services.slurm import SlurmCollector
+from ired_dcd.services.slurm_jobs import SlurmCollector
 from ired_dcd.services.users import get_or_create_user
 from ired_dcd.settings import get_settings
+from ired_dcd.slurm.cluster import SlurmExecutor, SlurmSubmission, SlurmTaskStatus
+from ired_dcd.slurm.settings import SlurmSettings
+from ired_dcd.slurm.states import map_slurm_state
 from ired_dcd.states import State
 from tests.conftest import TEST_SETTINGS, configure_process, service_env
-from worker.slurm import SlurmExecutor, SlurmSettings, SlurmSubmission, SlurmTaskStatus, map_slurm_state
 
 pytestmark = pytest.mark.services
 

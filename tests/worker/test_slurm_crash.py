@@ -30,12 +30,13 @@ from sqlalchemy import create_engine, select
 
 from ired_dcd.models import Run
 from ired_dcd.services.change_feed import listen_url
-from ired_dcd.services.slurm import INTENT_PREFIX, submission_name
+from ired_dcd.services.slurm_jobs import INTENT_PREFIX, submission_name
+from ired_dcd.slurm.cluster import SlurmExecutor
+from ired_dcd.slurm.settings import SlurmSettings
 from ired_dcd.states import State
 from tests.conftest import service_env
 from tests.utils.services import IRED_DCD, ServiceProcess, free_port, tiny, wait_for
 from tests.utils.slurm import cancel_leftovers, cluster_problem
-from worker.slurm import SlurmExecutor, SlurmSettings
 
 pytestmark = [pytest.mark.slurm, pytest.mark.services]
 

@@ -12,6 +12,8 @@ from sqlalchemy import func, select
 from ired_core.trainer import VALIDATION_METRICS
 from ired_dcd.models import Artifact, Job, Metric
 from ired_dcd.settings import get_settings
+from ired_dcd.slurm.cluster import SlurmExecutor
+from ired_dcd.slurm.settings import SlurmSettings
 from ired_dcd.states import State
 from tests.conftest import Lab
 from tests.utils.services import LONG_STEPS, ended, follow_states, wait_for
@@ -22,7 +24,6 @@ from tests.utils.slurm import (
     submit_slurm_job,
     task_logs,
 )
-from worker.slurm import SlurmExecutor, SlurmSettings
 
 pytestmark = [pytest.mark.slurm, pytest.mark.services]
 

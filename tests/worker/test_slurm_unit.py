@@ -1,4 +1,4 @@
-"""worker/slurm.py without a cluster: state mapping, sbatch text, settings, parsing, polling logic."""
+"""ired_dcd.slurm without a cluster: state mapping, sbatch text, settings, parsing, polling logic."""
 
 from __future__ import annotations
 
@@ -17,22 +17,21 @@ from submitit.core.utils import JobPaths, cloudpickle_dump
 
 from ired_core.configs import parse_overrides
 from ired_dcd.cli import slurm as slurm_cli
-from ired_dcd.states import State
-from worker.slurm import (
+from ired_dcd.slurm.cluster import (
     SlurmError,
     SlurmExecutor,
-    SlurmSettings,
     SlurmSubmission,
-    map_slurm_state,
     parse_pipe_table,
     parse_scontrol,
     read_task_result,
-    render_sbatch,
-    resolve_entry,
-    run_slurm_task,
     seed_groups,
     submitit_parameters,
 )
+from ired_dcd.slurm.node import resolve_entry, run_slurm_task
+from ired_dcd.slurm.sbatch import render_sbatch
+from ired_dcd.slurm.settings import SlurmSettings
+from ired_dcd.slurm.states import map_slurm_state
+from ired_dcd.states import State
 
 # --- state mapping --------------------------------------------------------------------------------
 
@@ -569,12 +568,12 @@ def restore_signals():
 
 
 def test_resolve_entry() -> None:
-    assert resolve_entry("worker.slurm:run_slurm_task") is run_slurm_task
+    assert resolve_entry("ired_dcd.slurm.node:run_slurm_task") is run_slurm_task
     for bad, message in [
-        ("worker.slurm", "expected 'package.module:function'"),
+        ("ired_dcd.slurm.node", "expected 'package.module:function'"),
         ("no_such_module:f", "cannot import"),
-        ("worker.slurm:nope", "no attribute"),
-        ("worker.slurm:SERVER_ONLY_FIELDS", "not callable"),
+        ("ired_dcd.slurm.node:nope", "no attribute"),
+        ("ired_dcd.slurm.settings:SERVER_ONLY_FIELDS", "not callable"),
     ]:
         with pytest.raises(ValueError, match=message):
             resolve_entry(bad)

@@ -48,8 +48,7 @@ from ired_dcd.services.artifacts import job_folder
 from ired_dcd.services.errors import InvalidInput, Unavailable
 from ired_dcd.services.runs import lock_runs, record_outcome, register_checkpoint, set_state, upsert_metrics
 from ired_dcd.settings import get_settings
-from ired_dcd.states import ACTIVE, State
-from worker.slurm import (
+from ired_dcd.slurm.cluster import (
     SlurmError,
     SlurmExecutor,
     SlurmSubmission,
@@ -58,11 +57,13 @@ from worker.slurm import (
     seed_groups,
     submission_folder,
 )
-from worker.slurm_entry import ENTRY
+from ired_dcd.states import ACTIVE, State
 
 log = logging.getLogger(__name__)
 
 EXECUTOR = "slurm"
+TRAIN_ENTRY = "worker.slurm_entry:run_seeds"
+"""What each array task calls on its node (`ired_dcd.slurm.node.run_slurm_task` resolves the name there)."""
 OWNER_PREFIX = "slurm:"
 """A run's lease owner `slurm:<array task id>`: the SLURM task that trains it."""
 
@@ -230,7 +231,7 @@ def _submit_intent(session: Session, job: Job, token: str, executor: SlurmExecut
         name = submission_name(job.id, token)
         seeds = [run.seed for run in runs]
         submission = executor.submit(
-            job.id, seeds, entry=ENTRY, out_dir=root, overrides=overrides, options=options, name=name
+            job.id, seeds, entry=TRAIN_ENTRY, out_dir=root, overrides=overrides, options=options, name=name
         )
         task_ids, array = submission.task_ids, submission.slurm_job_id
         log.info("job %d: seeds %s submitted to SLURM as %s", job.id, [run.seed for run in runs], task_ids)
