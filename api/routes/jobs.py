@@ -22,9 +22,7 @@ JobsView = Literal["summary", "full"]
 @router.post("", status_code=201, response_model=JobPublic)
 def create_job(job_in: JobCreate, session: SessionDep, user: CurrentUser) -> Any:
     """Submit a preset with overrides over a list of seeds; one run per seed is queued."""
-    return jobs.create_job(
-        session=session,
-        owner=user,
+    spec = jobs.job_spec(
         config=job_in.config,
         seeds=job_in.seeds,
         overrides=job_in.overrides,
@@ -33,6 +31,7 @@ def create_job(job_in: JobCreate, session: SessionDep, user: CurrentUser) -> Any
         tags=job_in.tags,
         slurm_options=job_in.slurm,
     )
+    return jobs.create_job(session=session, owner=user, spec=spec)
 
 
 @router.get("", response_model=JobsPublic | JobsDetailPublic)

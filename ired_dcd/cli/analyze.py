@@ -81,7 +81,7 @@ def _compare_database(args: argparse.Namespace, configs: list[str] | None) -> Co
     """The comparison the server shows, from the settings' database (the same service)."""
     from ired_dcd.db import session_scope
     from ired_dcd.services.errors import ServiceError
-    from ired_dcd.services.results import compare_results
+    from ired_dcd.services.results import comparison_data
     from ired_dcd.settings import get_settings
 
     settings = get_settings()
@@ -89,14 +89,14 @@ def _compare_database(args: argparse.Namespace, configs: list[str] | None) -> Co
         raise ValueError(f"no results database at {settings.sqlite_path}: pass --dir, or train or import first")
     try:
         with session_scope() as session:
-            return compare_results(
+            return comparison_data(
                 session=session,
                 configs=configs,
                 baseline=args.baseline,
                 metric=args.metric,
                 tag=args.tag,
                 group_by=args.group_by,
-            )
+            ).comparison
     except ServiceError as error:
         raise ValueError(str(error)) from None
     except Exception as error:  # the CLI boundary: any database failure becomes a message, not a traceback

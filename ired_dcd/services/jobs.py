@@ -130,28 +130,9 @@ def add_job(*, session: Session, owner: User, spec: JobSpec, sweep: Sweep | None
     return job, executor_of(job).plan(job, job.runs)
 
 
-def create_job(
-    *,
-    session: Session,
-    owner: User,
-    config: str,
-    seeds: Sequence[int],
-    overrides: Mapping[str, Any] | None = None,
-    executor: str = "celery",
-    priority: int = 5,
-    tags: Sequence[str] = (),
-    slurm_options: Mapping[str, Any] | None = None,
-) -> Job:
-    """Validate and store a job with one queued run per seed, then hand its tasks to the executor."""
-    spec = job_spec(
-        config=config,
-        seeds=seeds,
-        overrides=overrides,
-        executor=executor,
-        priority=priority,
-        tags=tags,
-        slurm_options=slurm_options,
-    )
+def create_job(*, session: Session, owner: User, spec: JobSpec) -> Job:
+    """Store the job `spec` describes (`job_spec`) with one queued run per seed, then hand its tasks to the
+    executor."""
     job, groups = add_job(session=session, owner=owner, spec=spec)
     session.commit()
     start_jobs(session, [(job, groups)])

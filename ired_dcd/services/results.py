@@ -536,21 +536,6 @@ def comparison_data(
     return ComparisonData(comparison=replace(comparison, notes=notes), samples=samples, settings=found.settings)
 
 
-def compare_results(
-    *,
-    session: Session,
-    configs: Sequence[str] | None = None,
-    baseline: str = AUTO_BASELINE,
-    metric: str = "val_mse",
-    tag: str | None = None,
-    group_by: str = "preset",
-) -> Comparison:
-    """The statistics table of `comparison_data`, for the API, the CLI and the dashboard."""
-    return comparison_data(
-        session=session, configs=configs, baseline=baseline, metric=metric, tag=tag, group_by=group_by
-    ).comparison
-
-
 def compare_query(*, session: Session, query: CompareQuery) -> ComparisonData:
     """`comparison_data` of a canonical query (the cached answers' key)."""
     return comparison_data(
