@@ -59,8 +59,11 @@ COPY api ./api
 COPY worker ./worker
 RUN --mount=type=secret,id=ca_bundle pip-install --no-deps -e . && python -m compileall -q /app
 
-# recorded with every run's results; last, so that a new commit rebuilds no other layer
+# recorded with every run's results; last, so that a new commit rebuilds no other layer. The RUN reads
+# the argument: buildah keys a cached RUN by the build arguments but an ENV by its text only, so without
+# it a commit that changed no copied file kept the previous commit's version
 ARG CODE_VERSION=
+RUN echo "code version: ${CODE_VERSION:-unknown}"
 ENV IRED_CODE_VERSION=${CODE_VERSION}
 
 USER ired
