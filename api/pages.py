@@ -45,8 +45,9 @@ from ired_dcd.states import ACTIVE
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent / "templates")
 JOBS_SHOWN = 20
-SWEEPS_SHOWN = 5
 """Jobs per page of the dashboard's job list."""
+SWEEPS_SHOWN = 5
+"""The latest sweeps the dashboard lists above its jobs."""
 CURVE_TITLES = {
     "loss": "loss (train)",
     "energy_pos": "energy_pos E(y⁺)",

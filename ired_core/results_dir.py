@@ -29,6 +29,7 @@ from ired_core.input_rules import (
     check_metric_name,
     check_tags,
     check_text,
+    finite_or_none,
     parse_finite,
     parse_seed,
 )
@@ -174,7 +175,7 @@ def read_results(root: Path, metric: str = "val_mse", group_by: GroupBy = "prese
         )
         if status == SUCCEEDED:
             se = (result.get("metrics") or {}).get(f"{metric}_se")
-            se = float(se) if isinstance(se, int | float) and math.isfinite(se) else None
+            se = finite_or_none(se) if isinstance(se, int | float) else None
             succeeded.append((group, seed, _metric_value(path, result, metric), se, int(result.get("step") or 0)))
     grouped = DirResults(metric, {}, {}, {}, {}, summarise_failures(records))
     for group, seed, value, se, step in sorted(succeeded):

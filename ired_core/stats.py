@@ -350,7 +350,7 @@ def paired_tests(values: Sequence[float], seeds: Sequence[int], baseline: Baseli
 def held_out_standard_error(per_seed: Sequence[float]) -> float | None:
     """The held-out standard error of a mean over seeds sharing one held-out set: at most the mean of
     the seeds' own standard errors (Minkowski), which is what is returned; None without values."""
-    array = np.asarray([v for v in per_seed if v is not None and math.isfinite(v)], dtype=np.float64)
+    array = np.asarray([v for v in map(finite_or_none, per_seed) if v is not None], dtype=np.float64)
     return float(array.mean()) if array.size else None
 
 

@@ -130,6 +130,6 @@ def _runs_text(runs: dict[str, int]) -> str:
 
 
 def _print_status(status: dict[str, Any], fmt: str) -> None:
-    done, total = status["steps_done"], status["steps_total"] or 1
-    print(f"sweep {status['id']} {status['state']} ({100 * done / total:.0f}%): runs {_runs_text(status['runs'])}")
+    progress = percent_text(status["steps_done"], status["steps_total"])
+    print(f"sweep {status['id']} {status['state']} ({progress}): runs {_runs_text(status['runs'])}")
     print(render(TypeAdapter(Comparison).validate_python(status["comparison"]), fmt), end="")
