@@ -14,7 +14,7 @@
 # Running it again when everything is up changes nothing. On failure it prints what failed and the
 # tail of the daemon's log, and exits 1.
 #
-# Accounting (slurmdbd) is on by default because submitit and `sacct` read job states from it, and it
+# Accounting (slurmdbd) is on by default because `sacct` reads job states from it, and it
 # is the only source that still knows a job's final state after slurmctld forgets it (MinJobAge).
 # The service also works without it (ired_dcd/slurm/cluster.py falls back to squeue + scontrol).
 set -euo pipefail

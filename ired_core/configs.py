@@ -204,14 +204,36 @@ def _format_error(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def resolve_config(preset: str, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
-    """The preset's fields, then `overrides`, validated; ValueError names every bad field."""
+CONFIG_FILE_SUFFIX = ".json"
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """The fields of a config file: a JSON object of TrainConfig fields, e.g. a job's resolved config."""
+    try:
+        fields = json.loads(Path(path).read_text())
+    except OSError as error:
+        raise ValueError(f"config file {str(path)!r}: {error.strerror or error}") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"config file {str(path)!r}: not JSON ({error})") from None
+    if not isinstance(fields, dict):
+        raise ValueError(f"config file {str(path)!r}: expected a JSON object of config fields")
+    return fields
+
+
+def resolve_config(source: str, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """The fields of `source`, then `overrides`, validated; ValueError names every bad field.
+
+    `source` is a preset (`q204`, `Q-204`, `q204_dcd_full`) or the path of a config file ending in
+    `.json` (`load_config_file`), such as the resolved config the server hands a SLURM task.
+    """
     overrides = dict(overrides or {})
     for key in ("name",):
         if key in overrides:
             raise ValueError(f"{key}: cannot be overridden")
+    is_file = source.endswith(CONFIG_FILE_SUFFIX)
+    base = load_config_file(source) if is_file else load_preset(source)
     try:
-        return TrainConfig(**{**load_preset(preset), **overrides})
+        return TrainConfig(**{**base, **overrides})
     except ValidationError as error:
         raise ValueError(_format_error(error)) from None
 

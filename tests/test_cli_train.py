@@ -77,6 +77,21 @@ def test_train_again_with_more_steps_resumes_without_duplicate_metric_lines(tmp_
     assert [json.loads(line)["step"] for line in lines] == [2, 4, 6, 8]
 
 
+def test_train_takes_a_config_file_as_it_is(tmp_path):
+    # a run's own config.json records the resolved config: train it again from a file, elsewhere
+    assert _train(tmp_path / "first", 4).returncode == 0
+    recorded = json.loads((tmp_path / "first" / "q204_dcd_full" / "seed_0" / "config.json").read_text())["config"]
+    config_file = tmp_path / "again.json"
+    config_file.write_text(json.dumps(recorded))
+    done = ired_dcd("train", "--config", str(config_file), "--seeds", "0", "--out", str(tmp_path / "again"))
+    assert done.returncode == 0, done.stderr
+    again = json.loads((tmp_path / "again" / "q204_dcd_full" / "seed_0" / "config.json").read_text())["config"]
+    assert again == recorded
+    missing = ired_dcd("train", "--config", str(tmp_path / "nope.json"), "--out", str(tmp_path / "x"))
+    assert missing.returncode == 2 and "config file" in missing.stderr and "Traceback" not in missing.stderr
+    assert not (tmp_path / "x").exists()
+
+
 def test_bad_input_exits_2_with_a_message_and_writes_nothing(tmp_path):
     for args, message in [
         (["--config", "q999"], "unknown preset"),

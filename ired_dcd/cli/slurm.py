@@ -18,10 +18,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "sbatch",
         help="print an sbatch script (array over seeds) for submitting by hand",
-        description="Print a ready-to-submit sbatch script that runs `ired-dcd train` on a SLURM cluster. "
-        "Tasks requeue on preemption and before the time limit and resume from their checkpoint.",
+        description="Print a ready-to-submit sbatch script that runs `ired-dcd train` on a SLURM cluster "
+        "(the same script the lab server submits). Tasks requeue on preemption and before the time limit "
+        "and resume from their checkpoint.",
     )
-    parser.add_argument("config", help="preset: q204, Q-204 or q204_dcd_full")
+    parser.add_argument("config", help="preset (q204, Q-204 or q204_dcd_full) or a config file (FILE.json)")
     parser.add_argument("--seeds", default="0", help="seeds, e.g. 0-9 or 0,1,5 (default: 0)")
     parser.add_argument("--partition", help="partition(s), comma-separated (default: the cluster's)")
     parser.add_argument("--account", help="account to charge")
@@ -38,6 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-parallel", type=int, metavar="N", help="array tasks running at once")
     parser.add_argument("--out", default="runs", metavar="DIR", help="output directory (default: runs)")
     parser.add_argument("--log-dir", metavar="DIR", help="SLURM log directory (default: OUT/slurm)")
+    parser.add_argument(
+        "--python",
+        metavar="CMD",
+        help=f"command starting Python with ired-dcd installed, on the nodes (default: {sys.executable})",
+    )
     add_overrides_option(parser)
     parser.set_defaults(func=run_sbatch)
 
@@ -49,6 +55,7 @@ def run_sbatch(args: argparse.Namespace) -> int:
     values["array_mode"] = args.array_mode
     values["max_parallel"] = args.max_parallel
     values["log_dir"] = os.path.abspath(args.log_dir) if args.log_dir else None
+    values["python"] = args.python
     try:
         seeds = parse_seeds(args.seeds)
         overrides = parse_overrides(args.overrides)
@@ -57,5 +64,5 @@ def run_sbatch(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"ired-dcd sbatch: {error}", file=sys.stderr)
         return 2
-    sys.stdout.write(script)
+    sys.stdout.write(script.text)
     return 0

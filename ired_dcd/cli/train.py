@@ -16,7 +16,9 @@ EXIT_STOPPED = 3  # stopped by SIGTERM/SIGINT after a checkpoint; running the co
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train", help="train a preset for one or more seeds (as one ensemble)")
-    train.add_argument("--config", required=True, help="preset: q204, Q-204 or q204_dcd_full")
+    train.add_argument(
+        "--config", required=True, help="preset (q204, Q-204 or q204_dcd_full) or a config file (FILE.json)"
+    )
     train.add_argument("--seeds", default="0", help="e.g. 0-9 or 0,1,2 (default 0)")
     train.add_argument("--steps", type=int, help="train_steps (shorthand for --set train_steps=N)")
     train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
@@ -68,8 +70,10 @@ def run_train(args: argparse.Namespace) -> int:
     stop_requested: list[int] = []  # SLURM sends SIGTERM before a time limit or preemption requeue
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop_requested.append(signum))
-    outcomes = job.train(trainer, overrides, should_stop=lambda: bool(stop_requested), on_metrics=on_metrics)
-    bar.close()
+    try:
+        outcomes = job.train(trainer, overrides, should_stop=lambda: bool(stop_requested), on_metrics=on_metrics)
+    finally:
+        bar.close()  # before a traceback, so that the error is the log's last line (the SLURM collector reads it)
     if outcomes is None:
         print(f"stopped at step {trainer.step}; checkpoint saved to {job.checkpoint_path}", file=sys.stderr)
         return EXIT_STOPPED

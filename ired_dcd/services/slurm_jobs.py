@@ -1,10 +1,11 @@
 """The SLURM executor of the job service: submit a job's runs as one array job, cancel it, collect results.
 
-Compute nodes never talk to the database or the API (docs/slurm.md says why). Each array task trains
-its seed group into a directory of the job on the shared filesystem (`worker.slurm_entry`, in the
-layout of `ired_core.run_files.JobDirectory`); the collector on the server reads those files and
-SLURM's view of the tasks back into the database, with the functions the Celery worker uses
-(`upsert_metrics`, `record_outcome`, `register_checkpoint`, the state machine).
+Compute nodes never talk to the database or the API (docs/slurm.md says why). A submission is the
+sbatch script `ired-dcd sbatch` prints (`ired_dcd.slurm.sbatch`), written beside the job's resolved
+config: each task runs `ired-dcd train` on that config for its seed group, into a directory of the job
+on the shared filesystem (the layout of `ired_core.run_files.JobDirectory`). The collector on the server
+reads those files and SLURM's view of the tasks back into the database, with the functions the Celery
+worker uses (`upsert_metrics`, `record_outcome`, `register_checkpoint`, the state machine).
 
 A run held by SLURM names its array task as its lease owner (`slurm:1234_0`, the run's `worker` in
 the API); the collector renews the lease while SLURM runs the task. Every submission of a run counts
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import threading
 import uuid
@@ -37,7 +39,6 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from submitit.core.utils import JobPaths
 
 from ired_core.configs import TrainConfig
 from ired_core.input_rules import check_json_text
@@ -48,22 +49,16 @@ from ired_dcd.services.artifacts import job_folder
 from ired_dcd.services.errors import InvalidInput, Unavailable
 from ired_dcd.services.runs import lock_runs, record_outcome, register_checkpoint, set_state, upsert_metrics
 from ired_dcd.settings import get_settings
-from ired_dcd.slurm.cluster import (
-    SlurmError,
-    SlurmExecutor,
-    SlurmSubmission,
-    SlurmTaskStatus,
-    read_task_result,
-    seed_groups,
-    submission_folder,
-)
+from ired_dcd.slurm.cluster import SlurmError, SlurmExecutor, SlurmTaskStatus
+from ired_dcd.slurm.sbatch import render_sbatch, seed_groups, task_log
+from ired_dcd.slurm.settings import SlurmSettings
 from ired_dcd.states import ACTIVE, State
 
 log = logging.getLogger(__name__)
 
 EXECUTOR = "slurm"
-TRAIN_ENTRY = "worker.slurm_entry:run_seeds"
-"""What each array task calls on its node (`ired_dcd.slurm.node.run_slurm_task` resolves the name there)."""
+CONFIG_FILE_NAME = "job_config.json"
+"""The job's resolved config, written into each submission's directory for its tasks to train."""
 OWNER_PREFIX = "slurm:"
 """A run's lease owner `slurm:<array task id>`: the SLURM task that trains it."""
 
@@ -156,8 +151,7 @@ def mark_intent(job: Job, runs: Sequence[Run], *, out_dir: str, array_mode: str 
     time in `heartbeat_at`. Not committed here. ValueError on bad settings."""
     settings = get_settings()
     token = uuid.uuid4().hex[:12]
-    overrides = {**(job.executor_options or {}), **({"array_mode": array_mode} if array_mode else {})}
-    mode = settings.slurm.merged(overrides).array_mode
+    mode = _job_settings(job, array_mode=array_mode).array_mode
     by_seed = {run.seed: run for run in runs}
     root, config, now = settings.artifacts_path / out_dir, TrainConfig(**job.config), utcnow()
     for group in seed_groups(sorted(by_seed), mode):
@@ -220,21 +214,18 @@ def _submit_intent(session: Session, job: Job, token: str, executor: SlurmExecut
         log.info("job %d: adopted SLURM job %s, submitted before a restart (%s)", job.id, array, token)
     else:
         mode = "per_seed" if len(seed_groups_) > 1 else "all_seeds_one_task"
-        overrides = {**(job.executor_options or {}), "array_mode": mode}
-        settings = get_settings()
-        options = {
-            "config": job.config,
-            "overrides": job.overrides,
-            "device": "cuda" if settings.slurm.merged(overrides).gpus_per_task else "cpu",
-        }
-        root = settings.artifacts_path / _out_dir(runs[0].checkpoint_path)
+        settings = _job_settings(job, array_mode=mode)
+        root = get_settings().artifacts_path / _out_dir(runs[0].checkpoint_path)
+        config_file = root / CONFIG_FILE_NAME
+        config_file.parent.mkdir(parents=True, exist_ok=True)
+        config_file.write_text(json.dumps(job.config, indent=2))
         name = submission_name(job.id, token)
         seeds = [run.seed for run in runs]
-        submission = executor.submit(
-            job.id, seeds, entry=TRAIN_ENTRY, out_dir=root, overrides=overrides, options=options, name=name
-        )
-        task_ids, array = submission.task_ids, submission.slurm_job_id
-        log.info("job %d: seeds %s submitted to SLURM as %s", job.id, [run.seed for run in runs], task_ids)
+        # the overrides again on their resolved config: the same config, and they are recorded with the runs
+        script = render_sbatch(str(config_file), seeds, settings, str(root), job.overrides, job_name=name)
+        task_ids = executor.submit(script, Path(settings.log_dir or root) / f"{name}.sbatch")
+        array = task_ids[0].split("_")[0]
+        log.info("job %d: seeds %s submitted to SLURM as %s", job.id, seeds, task_ids)
     if len(task_ids) != len(seed_groups_):
         raise SlurmError(f"SLURM job {array} has {len(task_ids)} task(s) for {len(seed_groups_)} seed group(s)")
     for task_id, group in zip(task_ids, seed_groups_, strict=True):
@@ -243,13 +234,6 @@ def _submit_intent(session: Session, job: Job, token: str, executor: SlurmExecut
             run.lease_expires_at = None
             run.attempts += 1
     job.executor_ref = array
-
-
-def _handed_over(job: Job, run: Run, task_ids: Sequence[str]) -> bool:
-    """Whether submitit finished the submission of `task_ids`: each task's pickled work is in its folder
-    (submitit writes them right after sbatch returns the job id)."""
-    folder = _submitit_folder(job.id, run.checkpoint_path)
-    return all(JobPaths(folder, job_id=task_id).submitted_pickle.exists() for task_id in task_ids)
 
 
 def recover_intents(executor: SlurmExecutor) -> None:
@@ -278,12 +262,6 @@ def recover_intents(executor: SlurmExecutor) -> None:
                 if job is None or not runs:
                     continue
                 found = [] if fresh else executor.find(submission_name(job_id, token))
-                if found and not _handed_over(job, runs[0], found):
-                    # sbatch accepted it, but the server died before submitit wrote the tasks' work beside
-                    # it: the tasks would fail waiting for it. Cancel it (no orphan), submit the intent again.
-                    executor.cancel(found[0].split("_")[0])
-                    log.warning("job %d: cancelled SLURM job %s, whose submission never completed", job_id, found)
-                    found = []
                 try:
                     _submit_intent(session, job, token, executor, found=found)
                 except (SlurmError, ValueError) as exc:
@@ -332,7 +310,6 @@ class SlurmCollector:
         self.executor = executor or SlurmExecutor(self.settings.slurm)
         self.interval = max(self.settings.slurm.poll_interval_s, 1.0)
         self.lease_seconds = max(self.settings.lease_seconds, 3 * self.interval)  # renewed every pass
-        self._tracked: set[str] = set()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="ired-slurm-collector", daemon=True)
 
@@ -374,8 +351,7 @@ class SlurmCollector:
         for job_id, run_id, seed, owner, checkpoint in held:
             runs_by_job[job_id].append(run_id)
             seeds_by_task[job_id, owner.removeprefix(OWNER_PREFIX), checkpoint].append(seed)
-        for (job_id, task_id, checkpoint), seeds in seeds_by_task.items():
-            self._track(job_id, task_id, checkpoint, seeds)
+        self.executor.track(task_id for _, task_id, _ in seeds_by_task)  # stored ones too, after a restart
         # 2. one batched round of SLURM queries (at most one per poll interval); files are read anyway
         try:
             statuses = self.executor.status(task_id for _, task_id, _ in seeds_by_task)
@@ -389,17 +365,6 @@ class SlurmCollector:
                     self._update_job(session, run_ids, statuses)
             except Exception:
                 log.exception("SLURM collector: job %d not updated; trying again next pass", job_id)
-
-    def _track(self, job_id: int, task_id: str, checkpoint: str, seeds: list[int]) -> None:
-        """Tell the executor where a task's submitit files are (its fallback when SLURM forgot the task)."""
-        if task_id in self._tracked:
-            return
-        folder = str(_submitit_folder(job_id, checkpoint))
-        array = task_id.split("_")[0]
-        self.executor.track(
-            SlurmSubmission(job_id=job_id, slurm_job_id=array, task_ids=[task_id], seed_groups=[seeds], folder=folder)
-        )
-        self._tracked.add(task_id)
 
     def _update_job(self, session: Session, run_ids: list[int], statuses: Mapping[str, SlurmTaskStatus]) -> None:
         groups: dict[str, list[Run]] = defaultdict(list)
@@ -488,10 +453,21 @@ def _directory(job: Job, group: Sequence[Run]) -> JobDirectory:
     return JobDirectory(root, TrainConfig(**job.config), [run.seed for run in group])
 
 
-def _submitit_folder(job_id: int, checkpoint_path: str | None) -> Path:
-    """Where submitit keeps the pickles and logs of the tasks of a submission."""
-    out_dir = get_settings().artifacts_path / _out_dir(checkpoint_path)
-    return submission_folder(get_settings().slurm, job_id, out_dir)
+def _job_settings(job: Job, *, array_mode: str | None = None) -> SlurmSettings:
+    """The server's SLURM settings with the job's overrides (and `array_mode`); each job logs into a
+    folder of its own under the server's `log_dir`, else into `<out_dir>/slurm` (render_sbatch)."""
+    overrides = {**(job.executor_options or {}), **({"array_mode": array_mode} if array_mode else {})}
+    settings = get_settings().slurm.merged(overrides)
+    if settings.log_dir:
+        log_dir = Path(settings.log_dir, f"job_{job.id}").expanduser().absolute()
+        settings = settings.model_copy(update={"log_dir": str(log_dir)})
+    return settings
+
+
+def _task_log_dir(job: Job, checkpoint_path: str | None) -> Path:
+    """Where the tasks of a submission write their logs."""
+    log_dir = _job_settings(job).log_dir
+    return Path(log_dir) if log_dir else get_settings().artifacts_path / _out_dir(checkpoint_path) / "slurm"
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -543,12 +519,30 @@ def _read_progress(session: Session, run: Run, directory: JobDirectory) -> bool:
 
 
 def _failure(job: Job, run: Run, task_id: str, what: str) -> str:
-    """`what`, with the last line of the task's traceback when submitit recorded one."""
-    result = read_task_result(_submitit_folder(job.id, run.checkpoint_path), task_id)
-    if result is None or result.ok:
+    """`what`, with the error the task's stderr ends with, when it wrote one."""
+    path = task_log(_task_log_dir(job, run.checkpoint_path), job.config["name"], task_id)
+    try:
+        with path.open("rb") as stream:
+            stream.seek(max(path.stat().st_size - 16_384, 0))
+            error = last_error(stream.read().decode(errors="replace"))
+    except OSError:
         return what
-    lines = [line for line in str(result.value).splitlines() if line.strip()]
-    return f"{what}; {lines[-1].strip()}" if lines else what
+    return f"{what}; {error}" if error else what
+
+
+def last_error(log: str) -> str | None:
+    """The exception line of the last Python traceback in `log` ('RuntimeError: …'), else its last line.
+
+    Progress bars rewrite their line with carriage returns and may print once more at exit, after the
+    traceback: lines are split at either, and indented ones (frames, bars) are not the error.
+    """
+    lines = [line.rstrip() for line in re.split(r"[\r\n]", log) if line.strip()]
+    starts = [index for index, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+    if starts:
+        raised = [line for line in lines[starts[-1] + 1 :] if not line[0].isspace()]
+        if raised:
+            return raised[0]
+    return lines[-1].strip() if lines else None
 
 
 def _set_running(group: Sequence[Run], *, lease_seconds: float | None) -> None:

@@ -2,8 +2,8 @@
 `ired_dcd.services.slurm_jobs`):
 
 - `settings`: SlurmSettings, the server's defaults and a job's overrides;
-- `sbatch`: the hand-submittable script of `ired-dcd sbatch`;
+- `sbatch`: the script every submission is, by hand (`ired-dcd sbatch`) or by the server: its tasks
+  run `ired-dcd train`;
 - `states`: SLURM's states and what each means for a run;
-- `cluster`: submit (submitit), find, follow and cancel array jobs;
-- `node`: what an array task runs on the compute node.
+- `cluster`: submit scripts, find, follow and cancel jobs.
 """

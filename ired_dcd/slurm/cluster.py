@@ -1,17 +1,17 @@
-"""The cluster as the server sees it: submit array jobs (submitit), find them by name, follow their
-states, cancel them. Pure apart from `subprocess` calls to the SLURM client tools and submitit's pickles
-on the shared filesystem: no database, so the job service wraps it (`ired_dcd.services.slurm_jobs`) and
-tests can use it alone.
+"""The cluster as the server sees it: submit sbatch scripts (`ired_dcd.slurm.sbatch`), find jobs by
+name, follow their states, cancel them. Pure apart from `subprocess` calls to the SLURM client tools: no
+database, so the job service wraps it (`ired_dcd.services.slurm_jobs`) and tests can use it alone.
 
 How job state is tracked (decision)
 -----------------------------------
-submitit's own watcher polls `sacct`, which answers only where accounting storage (slurmdbd) runs.
-Real clusters almost always run it, and `sacct` is the one source that still knows a job's final
-state hours later and does not load the controller, so `state_source="auto"` uses it whenever it
-works. Without accounting (`sacct` fails) the executor polls `squeue --me` (one call for all live
-jobs), then `scontrol show job` for jobs that just left the queue (slurmctld keeps them for
-MinJobAge), then submitit's result file in the job folder. Both paths run against the local
-single-node cluster in CI (`.ci/slurm-setup.sh` starts slurmdbd on MariaDB); tests force each one.
+`sacct` answers only where accounting storage (slurmdbd) runs. Real clusters almost always run it,
+and `sacct` is the one source that still knows a job's final state hours later and does not load the
+controller, so `state_source="auto"` uses it whenever it works. Without accounting (`sacct` fails) the
+executor polls `squeue --me` (one call for all live jobs), then `scontrol show job` for jobs that just
+left the queue (slurmctld keeps them for MinJobAge). A task none of them knows is `submitted` for a
+grace period, then `lost` (the collector reads a task's result files before its state, so a task that
+finished is never taken for lost). Both paths run against the local single-node cluster in CI
+(`.ci/slurm-setup.sh` starts slurmdbd on MariaDB); tests force each one.
 Polling is batched (one command round for every requested task), rate limited (at most one round per
 `poll_interval_s`) and cached (succeeded, failed and cancelled are never asked again).
 """
@@ -22,53 +22,21 @@ import re
 import shlex
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import submitit
-from pydantic import BaseModel, Field
-from submitit.core.utils import FailedJobError, FailedSubmissionError, JobPaths, pickle_load
-
-from ired_core.input_rules import check_seeds
-from ired_dcd.slurm.node import resolve_entry, run_slurm_task
-from ired_dcd.slurm.settings import ArrayMode, SlurmSettings, mem_option
+from ired_dcd.slurm.sbatch import SbatchScript
+from ired_dcd.slurm.settings import SlurmSettings
 from ired_dcd.slurm.states import RunStateChange, map_slurm_state
 from ired_dcd.states import State
 
-StatusSource = Literal["sacct", "squeue", "scontrol", "result_file", "submitted", "lost"]
+StatusSource = Literal["sacct", "squeue", "scontrol", "submitted", "lost"]
 
 
 class SlurmError(RuntimeError):
     """A SLURM client command failed."""
-
-
-@dataclass(frozen=True)
-class TaskResult:
-    """What submitit wrote when a task finished: the entry's return value or the error's traceback."""
-
-    ok: bool
-    value: Any
-
-
-def read_task_result(folder: str | Path, task_id: str) -> TaskResult | None:
-    """The result submitit pickled for `task_id` ('1234_0') in `folder`, or None while there is none."""
-    path = JobPaths(folder, job_id=task_id).result_pickle
-    if not path.exists():
-        return None
-    outcome, value = pickle_load(path)
-    return TaskResult(ok=outcome == "success", value=value)
-
-
-class SlurmSubmission(BaseModel):
-    """One submitted job: store it with the job to poll, cancel and read results after a restart."""
-
-    job_id: int
-    slurm_job_id: str = Field(description="the array's id: cancel it to cancel every task")
-    task_ids: list[str] = Field(description="one per seed group, e.g. '1234_0'")
-    seed_groups: list[list[int]]
-    folder: str = Field(description="submitit pickles and logs of this job")
 
 
 @dataclass(frozen=True)
@@ -79,40 +47,6 @@ class SlurmTaskStatus:
     slurm_state: str
     change: RunStateChange
     source: StatusSource
-
-
-def seed_groups(seeds: Sequence[int], array_mode: ArrayMode) -> list[list[int]]:
-    """How seeds are split over array tasks."""
-    seeds = check_seeds(seeds)
-    return [[s] for s in seeds] if array_mode == "per_seed" else [list(seeds)]
-
-
-def submission_folder(settings: SlurmSettings, job_id: int, out_dir: str | Path) -> Path:
-    """Where submitit keeps a job's pickles and task logs: `<log_dir>/job_<id>`, else `<out_dir>/slurm`."""
-    base = Path(settings.log_dir) / f"job_{job_id}" if settings.log_dir else Path(out_dir) / "slurm"
-    return base.expanduser().absolute()
-
-
-def submitit_parameters(settings: SlurmSettings, job_name: str) -> dict[str, Any]:
-    """`submitit.SlurmExecutor.update_parameters` arguments for these settings."""
-    params: dict[str, Any] = {
-        "job_name": job_name,
-        "time": settings.time_minutes,
-        "cpus_per_task": settings.cpus_per_task,
-        "signal_delay_s": settings.signal_seconds,
-        "array_parallelism": settings.max_parallel,
-        "additional_parameters": {"requeue": True, **settings.sbatch_options()},
-    }
-    optional = {
-        "partition": settings.partition,
-        "account": settings.account,
-        "qos": settings.qos,
-        "gpus_per_task": settings.gpus_per_task or None,
-        "mem": mem_option(settings.mem_gb) if settings.mem_gb else None,
-        "setup": settings.setup_commands or None,
-    }
-    params.update({k: v for k, v in optional.items() if v is not None})
-    return params
 
 
 _ARRAY_RANGE = re.compile(r"(\d+)_\[([0-9,-]+)(?:%\d+)?\]")
@@ -199,7 +133,7 @@ def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 class SlurmExecutor:
-    """Submits jobs as SLURM arrays through submitit; polls and cancels them without hammering SLURM."""
+    """Submits sbatch scripts; polls and cancels their tasks without hammering SLURM."""
 
     def __init__(
         self,
@@ -213,51 +147,26 @@ class SlurmExecutor:
         self._clock = clock
         self._cache: dict[str, tuple[float, SlurmTaskStatus]] = {}
         self._last_round = -float("inf")
-        self._folders: dict[str, Path] = {}
         self._tracked_since: dict[str, float] = {}
         self._sacct_works: bool | None = None
 
-    def submit(
-        self,
-        job_id: int,
-        seeds: Sequence[int],
-        *,
-        entry: str,
-        out_dir: str | Path,
-        overrides: Mapping[str, Any] | None = None,
-        options: Mapping[str, Any] | None = None,
-        name: str | None = None,
-    ) -> SlurmSubmission:
-        """Submit one array task per seed group, each calling `run_slurm_task(job_id, group, entry, ...)`.
+    def submit(self, script: SbatchScript, path: Path) -> list[str]:
+        """Write `script` to `path` and sbatch it; the task ids it started ('1234_0', … or '1234').
 
-        `overrides`: the job's SlurmSettings overrides; `options`: extra keyword arguments for the
-        entry (picklable). `out_dir` must be on the shared filesystem. `name`: the SLURM job name
-        (default `ired-job<id>`), by which `find` looks the submission up again. ValueError on bad
-        settings, seeds or entry; SlurmError when sbatch fails.
+        The script holds everything the tasks need, so a job sbatch accepted is complete: after a crash
+        it can be adopted as it is (`find`). SlurmError when sbatch refuses or does not answer.
         """
-        settings = self.settings.merged(overrides)
-        resolve_entry(entry)  # fail here, not on the node
-        groups = seed_groups(seeds, settings.array_mode)
-        folder = submission_folder(settings, job_id, out_dir)
-        executor = submitit.SlurmExecutor(folder=folder, python=settings.python)
-        job_name = _check_job_name(name) if name else f"ired-job{job_id}"
-        executor.update_parameters(**submitit_parameters(settings, job_name=job_name))
-        args = (entry, str(Path(out_dir).expanduser().absolute()), dict(options or {}))
-        try:
-            with executor.batch():
-                jobs = [executor.submit(run_slurm_task, job_id, group, *args) for group in groups]
-        except (FailedJobError, FailedSubmissionError) as error:
-            raise SlurmError(f"sbatch failed: {error}") from None
-        task_ids = [job.job_id for job in jobs]
-        submission = SlurmSubmission(
-            job_id=job_id,
-            slurm_job_id=_array_id(task_ids[0]),
-            task_ids=task_ids,
-            seed_groups=groups,
-            folder=str(folder),
-        )
-        self.track(submission)
-        return submission
+        _check_job_name(script.job_name)
+        Path(script.log_dir).mkdir(parents=True, exist_ok=True)  # SLURM does not create it
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(script.text)
+        answer = self._output(["sbatch", "--parsable", str(path)]).strip()
+        slurm_job_id = answer.split(";")[0]  # '1234' or '1234;cluster'
+        if not slurm_job_id.isdigit():
+            raise SlurmError(f"sbatch answered {answer!r}, not a job id")
+        task_ids = script.task_ids(slurm_job_id)
+        self.track(task_ids)
+        return task_ids
 
     def find(self, name: str) -> list[str]:
         """The task ids ('1234_0', …, or '1234') of the newest job submitted under the job name `name`,
@@ -279,11 +188,11 @@ class SlurmExecutor:
         tasks = [task for task in known if _array_id(task) == newest]
         return sorted(tasks, key=lambda task: [int(part) for part in task.split("_")])
 
-    def track(self, submission: SlurmSubmission) -> None:
-        """Poll this submission's tasks (call for stored submissions after a server restart)."""
+    def track(self, task_ids: Iterable[str]) -> None:
+        """Start the grace period of these tasks (a stored submission's, after a server restart): SLURM
+        may not list a task it accepted a moment ago."""
         now = self._clock()
-        for task_id in submission.task_ids:
-            self._folders[task_id] = Path(submission.folder)
+        for task_id in task_ids:
             self._tracked_since.setdefault(task_id, now)
 
     def status(self, task_ids: Iterable[str]) -> dict[str, SlurmTaskStatus]:
@@ -343,7 +252,7 @@ class SlurmExecutor:
                     done = self._run(["scontrol", "-o", "show", "job", array])
                     gone = parse_scontrol(done.stdout) if done.returncode == 0 else {}
                     found.update((k, (v, "scontrol")) for k, v in gone.items() if k not in found)
-        # 2. then submitit's result file, then the grace period after submission
+        # 2. then the grace period after submission
         statuses = []
         for task_id in ids:
             if task_id in found:
@@ -360,14 +269,7 @@ class SlurmExecutor:
         return done.stdout
 
     def _unlisted(self, task_id: str, now: float) -> SlurmTaskStatus:
-        folder = self._folders.get(task_id)
-        result = read_task_result(folder, task_id) if folder else None
-        if result is not None:
-            state = "COMPLETED" if result.ok else "FAILED"
-            return SlurmTaskStatus(task_id, state, map_slurm_state(state), "result_file")
         if now - self._tracked_since[task_id] < _LOST_AFTER_S:
             return SlurmTaskStatus(task_id, "PENDING", map_slurm_state("PENDING"), "submitted")
-        change = RunStateChange(
-            State.FAILED, True, "unknown to SLURM and no result file; retry resumes from the checkpoint"
-        )
+        change = RunStateChange(State.FAILED, True, "unknown to SLURM; retry resumes from the checkpoint")
         return SlurmTaskStatus(task_id, "UNKNOWN", change, "lost")

@@ -1,20 +1,58 @@
-"""`ired-dcd sbatch`: a hand-submittable sbatch script that runs `ired-dcd train` for a preset and seeds.
+"""The one way anything is submitted to SLURM: an sbatch script whose tasks run `ired-dcd train`.
 
-Without the server: the script requeues on preemption and node failure, and `--signal=B:USR1@...`
-warns it before the time limit, when it stops training (which checkpoints), requeues itself and exits;
-the requeued task resumes from its checkpoint. The server submits through `ired_dcd.slurm.cluster`.
+`ired-dcd sbatch` prints it for submitting by hand; the server writes it into the job's folder and
+submits it (`ired_dcd.slurm.cluster.SlurmExecutor.submit`). Either way a task trains its seeds into
+`out_dir` in the layout of `ired_core.run_files.JobDirectory`, resuming from the checkpoint there.
+
+Stopping: the script asks for `--requeue`, so SLURM requeues tasks on preemption and node failure by
+itself, and for `--signal=B:USR1@signal_seconds`, a warning to the batch shell before the time limit.
+The shell then stops training (SIGTERM makes `ired-dcd train` checkpoint and exit), requeues its task
+with `scontrol requeue` and exits; the requeued task resumes from the checkpoint. SIGTERM from
+preemption or `scancel` is passed on the same way, without the requeue.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from ired_core.configs import canonical_preset, format_seeds, resolve_config
+from ired_core.configs import CONFIG_FILE_SUFFIX, format_seeds, resolve_config
 from ired_core.input_rules import check_seeds
-from ired_dcd.slurm.settings import SlurmSettings, mem_option
+from ired_dcd.slurm.settings import ArrayMode, SlurmSettings, mem_option
+
+
+@dataclass(frozen=True)
+class SbatchScript:
+    """A rendered script and what its submission starts."""
+
+    text: str
+    job_name: str
+    log_dir: str
+    seed_groups: list[list[int]]
+    """What each task trains: one group per array task (`per_seed`), or one group for a plain job."""
+    is_array: bool
+
+    def task_ids(self, slurm_job_id: str) -> list[str]:
+        """The tasks sbatch started under `slurm_job_id`: '1234_0', '1234_1', … for an array, else '1234'."""
+        if not self.is_array:
+            return [slurm_job_id]
+        return [f"{slurm_job_id}_{index}" for index in range(len(self.seed_groups))]
+
+
+def seed_groups(seeds: Sequence[int], array_mode: ArrayMode) -> list[list[int]]:
+    """How seeds are split over tasks: one per task (`per_seed`) or all in one (`all_seeds_one_task`)."""
+    seeds = check_seeds(seeds)
+    return [[s] for s in seeds] if array_mode == "per_seed" else [list(seeds)]
+
+
+def task_log(log_dir: str | Path, config_name: str, task_id: str, stream: str = "err") -> Path:
+    """The file a task writes its stdout ('out') or stderr ('err', tracebacks included) to."""
+    return Path(log_dir) / f"{config_name}_{task_id}.{stream}"
 
 
 def _override_arg(key: str, value: Any) -> str:
@@ -28,33 +66,36 @@ def _override_arg(key: str, value: Any) -> str:
 
 
 def render_sbatch(
-    preset: str,
-    seeds: list[int],
+    config: str,
+    seeds: Sequence[int],
     settings: SlurmSettings,
     out_dir: str,
     overrides: Mapping[str, Any] | None = None,
-) -> str:
-    """A ready-to-submit sbatch script running `ired-dcd train` for `preset` and `seeds`.
+    *,
+    job_name: str | None = None,
+) -> SbatchScript:
+    """A ready-to-submit sbatch script running `ired-dcd train` for `config` and `seeds`.
 
-    per_seed: an array with one task per seed (`SLURM_ARRAY_TASK_ID` indexes `SEEDS`);
-    all_seeds_one_task: one task training every seed as an ensemble. Either way every task writes
-    under `out_dir` (`<preset>/seed_<k>/…`, a checkpoint per seed group, see `ired_core.run_files`).
-    Tasks requeue on preemption, node failure and (via the USR1 warning) the time limit, and resume
-    from their checkpoint. ValueError names a bad preset, seed or override.
+    `config`: a preset, or a config file (`.json`, see `ired_core.configs.resolve_config`) the nodes can
+    read. per_seed: an array with one task per seed (`SLURM_ARRAY_TASK_ID` indexes `SEEDS`);
+    all_seeds_one_task: one task training every seed as an ensemble. The tasks start Python with
+    `settings.python` (default: this interpreter) and write their logs to `settings.log_dir` (default
+    `<out_dir>/slurm`). `job_name` (default `ired-<preset>`) is how the job is found again. ValueError
+    names a bad config, seed or override.
     """
     # 1. validate what the job will run with
-    seeds = check_seeds(seeds)
-    stem = canonical_preset(preset)
+    groups = seed_groups(seeds, settings.array_mode)
     overrides = dict(overrides or {})
-    resolve_config(stem, overrides)
+    name = resolve_config(config, overrides).name
+    job_name = job_name or f"ired-{name.split('_', 1)[0]}"
     per_seed = settings.array_mode == "per_seed"
     q = shlex.quote
     log_dir = settings.log_dir or f"{out_dir.rstrip('/') or '.'}/slurm"
-    log_name = f"{stem}_%A_%a.out" if per_seed else f"{stem}_%j.out"
+    log_id = "%A_%a" if per_seed else "%j"
 
     # 2. #SBATCH header
     options: list[tuple[str, Any]] = [
-        ("job-name", f"ired-{stem.split('_', 1)[0]}"),
+        ("job-name", job_name),
         ("partition", settings.partition),
         ("account", settings.account),
         ("qos", settings.qos),
@@ -62,8 +103,9 @@ def render_sbatch(
         ("cpus-per-task", settings.cpus_per_task),
         ("gpus-per-task", settings.gpus_per_task or None),
         ("mem", mem_option(settings.mem_gb) if settings.mem_gb else None),
-        ("array", f"0-{len(seeds) - 1}%{min(settings.max_parallel, len(seeds))}" if per_seed else None),
-        ("output", f"{log_dir}/{log_name}"),
+        ("array", f"0-{len(groups) - 1}%{min(settings.max_parallel, len(groups))}" if per_seed else None),
+        ("output", task_log(log_dir, name, log_id, "out")),
+        ("error", task_log(log_dir, name, log_id, "err")),
         ("open-mode", "append"),
         ("requeue", True),
         ("signal", f"B:USR1@{settings.signal_seconds}"),
@@ -72,18 +114,33 @@ def render_sbatch(
     header += settings.extra_sbatch_lines
 
     # 3. the training command; SEED / OUT are shell variables set below
+    python = settings.python or q(sys.executable)  # a shell command: the server's setting, not a user's
     device = "cuda" if settings.gpus_per_task else "cpu"
-    command = ["ired-dcd", "train", "--config", stem]
-    command_tail = ["--device", device]
-    for key in overrides:
-        command_tail += ["--set", _override_arg(key, overrides[key])]
-    seeds_arg = '"$SEED"' if per_seed else q(format_seeds(seeds))
-    train = " ".join([*map(q, command), "--seeds", seeds_arg, "--out", '"$OUT"', *map(q, command_tail)])
+    seeds_arg = '"$SEED"' if per_seed else q(format_seeds(groups[0]))
+    config_arg = config if config.endswith(CONFIG_FILE_SUFFIX) else name  # a preset by its file stem
+    words = [
+        "-m",
+        "ired_dcd",
+        "train",
+        "--config",
+        config_arg,
+        "--seeds",
+        seeds_arg,
+        "--out",
+        '"$OUT"',
+        "--device",
+        device,
+    ]
+    quoted = [word if word.startswith('"$') else q(word) for word in words]
+    for key, value in overrides.items():
+        quoted += ["--set", q(_override_arg(key, value))]
+    train = " ".join([python, *quoted])
 
+    seeds_text = format_seeds([seed for group in groups for seed in group])
     mode = "one array task per seed" if per_seed else "one task for all seeds"
     lines = [
         "#!/bin/bash",
-        f"# ired-dcd {stem}, seeds {format_seeds(seeds)}, {mode}. Generated by `ired-dcd sbatch`.",
+        f"# ired-dcd {name}, seeds {seeds_text}, {mode}. Generated by ired-dcd.",
         f"# Submit: mkdir -p {q(log_dir)} && sbatch <this file>",
         *header,
         "",
@@ -93,7 +150,7 @@ def render_sbatch(
     ]
     if per_seed:
         lines += [
-            f"SEEDS=({' '.join(map(str, seeds))})",
+            f"SEEDS=({' '.join(str(group[0]) for group in groups)})",
             'SEED="${SEEDS[$SLURM_ARRAY_TASK_ID]}"',
         ]
     lines += [
@@ -113,4 +170,10 @@ def render_sbatch(
         'wait "$pid"',
         "",
     ]
-    return "\n".join(lines)
+    return SbatchScript(
+        text="\n".join(lines),
+        job_name=job_name,
+        log_dir=log_dir,
+        seed_groups=groups,
+        is_array=per_seed,
+    )

@@ -56,10 +56,10 @@ class SlurmSettings(BaseModel):
 
     # server only
     python: str | None = Field(
-        None, description="shell command starting Python on the nodes (executor); None: this interpreter"
+        None, description="shell command starting a Python that has ired-dcd, on the nodes; None: this interpreter"
     )
     log_dir: str | None = Field(
-        None, description="SLURM logs and submitit pickles, on a shared filesystem; None: <out_dir>/slurm"
+        None, description="SLURM scripts and task logs, on a shared filesystem; None: <out_dir>/slurm"
     )
     setup_commands: list[str] = Field(
         default_factory=list, description="shell lines run first in every task, e.g. 'module load cuda'"

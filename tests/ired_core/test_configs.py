@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from ired_core.configs import (
@@ -79,6 +81,33 @@ def test_unknown_preset_lists_the_valid_ones():
 def test_bad_override_names_the_field(overrides, field):
     with pytest.raises(ValueError, match=field):
         resolve_config("q204", overrides)
+
+
+def test_a_config_file_is_resolved_like_a_preset(tmp_path):
+    resolved = resolve_config("q203", {"train_steps": 50})
+    path = tmp_path / "job_config.json"
+    path.write_text(json.dumps(resolved.model_dump()))
+    assert resolve_config(str(path)) == resolved  # what a SLURM task trains: the stored config, exactly
+    assert resolve_config(str(path), {"train_steps": 50}) == resolved  # its overrides again change nothing
+    assert resolve_config(str(path), {"lr": 2e-4}).lr == 2e-4
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, r"config file '.*job\.json': No such file"),
+        ("{not json", r"config file '.*job\.json': not JSON"),
+        ("[1, 2]", r"config file '.*job\.json': expected a JSON object"),
+        ('{"name": "x", "lr": -1}', "^lr: "),
+        ('{"name": "x", "no_such_knob": 1}', "^no_such_knob: "),
+    ],
+)
+def test_a_bad_config_file_is_refused_with_its_name(tmp_path, content, message):
+    path = tmp_path / "job.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        resolve_config(str(path))
 
 
 def test_hash_changes_with_any_knob_but_not_the_label():

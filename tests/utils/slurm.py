@@ -101,17 +101,17 @@ def task_logs(job_id: int) -> str:
 
 
 def settled_in_slurm(status: SlurmTaskStatus) -> bool:
-    """Final, and from SLURM itself (sacct, squeue or scontrol), not from a result file or the grace period."""
+    """Final, and from SLURM itself (sacct, squeue or scontrol), not from the grace period's end (lost)."""
     return status.change.final and status.source in ("sacct", "squeue", "scontrol")
 
 
 def ended_in_slurm(task_ids: Sequence[str], *, timeout: float) -> dict[str, SlurmTaskStatus]:
-    """Wait until SLURM itself (sacct, squeue or scontrol; not a result file) reports every task ended.
+    """Wait until SLURM itself (sacct, squeue or scontrol) reports every task ended.
 
     A task writes its results before its process exits: a job the database already shows ended can
     still hold SLURM tasks for a few seconds, which a test's teardown must not find running.
     """
-    executor = SlurmExecutor(SlurmSettings(poll_interval_s=0))  # fresh: it has no result files to read
+    executor = SlurmExecutor(SlurmSettings(poll_interval_s=0))
 
     def ended() -> dict[str, SlurmTaskStatus] | None:
         settled = {t: s for t, s in executor.status(task_ids).items() if settled_in_slurm(s)}

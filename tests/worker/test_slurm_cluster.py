@@ -1,69 +1,31 @@
 """ired_dcd.slurm against the real single-node SLURM that `.ci/slurm-setup.sh` starts.
 
-The `*_entry` functions are what the array tasks run: the tasks import them from this module by
-name (`tests.worker.test_slurm_cluster:...`), from the repository root.
+Each test submits the script `ired-dcd sbatch` prints (and the server submits), whose tasks run the
+real `ired-dcd train` on a tiny config with this interpreter.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from ired_core.configs import parse_overrides
-from ired_dcd.slurm.cluster import SlurmExecutor, SlurmSubmission, SlurmTaskStatus, read_task_result
+from ired_core.configs import resolve_config
+from ired_dcd.slurm.cluster import SlurmExecutor, SlurmTaskStatus
 from ired_dcd.slurm.sbatch import render_sbatch
 from ired_dcd.slurm.settings import SlurmSettings
 from ired_dcd.states import State
-from tests.utils.services import wait_for
-from tests.utils.slurm import require_sacct, settled_in_slurm
+from tests.utils.services import LONG_STEPS, tiny, wait_for
+from tests.utils.slurm import SERVER_SLURM, require_sacct, settled_in_slurm
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
-ROOT = Path(__file__).resolve().parents[2]
-MODULE = "tests.worker.test_slurm_cluster"
-LIMIT_S = 50.0
-
-
-# --- what the array tasks run ---------------------------------------------------------------------
-
-
-def square_entry(*, job_id: int, seeds: list[int], out_dir: str, should_stop: Callable[[], bool], scale: int) -> dict:
-    """Write one result file per seed (as training does) and return a small summary."""
-    for seed in seeds:
-        Path(out_dir, f"seed_{seed}.json").write_text(json.dumps({"seed": seed, "value": seed * seed * scale}))
-    return {"job_id": job_id, "seeds": seeds, "task": os.environ["SLURM_ARRAY_TASK_ID"]}
-
-
-def sleep_entry(*, job_id: int, seeds: list[int], out_dir: str, should_stop: Callable[[], bool]) -> str:
-    """Sleep up to five minutes, marking in out_dir that it started."""
-    Path(out_dir, "started").write_text("")
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not should_stop():
-        time.sleep(0.2)
-    return "stopped"
-
-
-def counting_entry(*, job_id: int, seeds: list[int], out_dir: str, should_stop: Callable[[], bool], steps: int) -> dict:
-    """A resumable 'training': counts to `steps`, checkpointing the count in out_dir when told to stop."""
-    checkpoint = Path(out_dir, "checkpoint.json")
-    state = json.loads(checkpoint.read_text()) if checkpoint.exists() else {"step": 0, "starts": 0}
-    state["starts"] += 1
-    while state["step"] < steps and not should_stop():
-        state["step"] += 1
-        Path(out_dir, "progress").write_text(str(state["step"]))
-        time.sleep(0.25)
-    checkpoint.write_text(json.dumps(state))
-    return {**state, "restarts": int(os.environ.get("SLURM_RESTART_COUNT", "0"))}
-
-
-# --- fixtures and helpers ---------------------------------------------------------------------------
+LIMIT_S = 90.0
+NAME = resolve_config("q204").name
 
 
 @pytest.fixture(params=["sacct", "squeue"])
@@ -73,15 +35,16 @@ def state_source(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture
-def in_repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tasks start in the submitting directory; from the root they can import `tests.worker...`."""
-    monkeypatch.chdir(ROOT)
-
-
 def cpu_settings(**changes: object) -> SlurmSettings:
     base = {"gpus_per_task": 0, "cpus_per_task": 1, "mem_gb": None, "time_minutes": 5, "poll_interval_s": 0.5}
-    return SlurmSettings.from_mapping({**base, **changes})
+    return SlurmSettings.from_mapping({**base, "python": SERVER_SLURM["IRED_SLURM__PYTHON"], **changes})
+
+
+def submit(tmp_path: Path, seeds: list[int], overrides: dict[str, Any], **settings: object) -> tuple[list[str], Path]:
+    """Render and sbatch a tiny training of q204 for `seeds` into tmp_path/out; (task ids, out)."""
+    out = tmp_path / "out"
+    script = render_sbatch("q204", seeds, cpu_settings(**settings), str(out), overrides, job_name=tmp_path.name)
+    return SlurmExecutor(cpu_settings(**settings)).submit(script, tmp_path / "job.sbatch"), out
 
 
 def wait_until(
@@ -103,109 +66,78 @@ def wait_until(
     return latest
 
 
-def logs(submission: SlurmSubmission) -> str:
-    """Every task log of a submission, for assertion messages."""
-    return "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(Path(submission.folder).glob("*.err")))
+def logs(out: Path) -> Callable[[], str]:
+    """The task logs under out/slurm, for assertion messages."""
+    return lambda: "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(out.glob("slurm/*.err")))
 
 
-def wait_for_file(path: Path) -> None:
-    wait_for(path.exists, timeout=LIMIT_S, what=f"{path} to appear", interval=0.2)
+def read(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def logged_a_step(out: Path, seed: int) -> bool:
+    metrics = out / NAME / f"seed_{seed}" / "metrics.jsonl"
+    return metrics.exists() and metrics.read_text().count("\n") > 0
 
 
 # --- tests ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("in_repo_root")
-def test_array_of_two_completes_with_results(tmp_path: Path, state_source: str, slurm_jobs: list[str]) -> None:
-    executor = SlurmExecutor(cpu_settings(state_source=state_source))
-    name = f"ired-test-{tmp_path.name}"
-    submission = executor.submit(
-        7, [3, 4], entry=f"{MODULE}:square_entry", out_dir=tmp_path, options={"scale": 10}, name=name
-    )
-    slurm_jobs.append(submission.slurm_job_id)
-    assert len(submission.task_ids) == 2 and submission.seed_groups == [[3], [4]]
-    assert submission.task_ids == [f"{submission.slurm_job_id}_0", f"{submission.slurm_job_id}_1"]
+def test_an_array_of_two_trains_each_seed_and_is_found_by_its_name(
+    tmp_path: Path, state_source: str, slurm_jobs: list[str]
+) -> None:
+    task_ids, out = submit(tmp_path, [3, 4], tiny(train_steps=20, eval_every=10), state_source=state_source)
+    slurm_jobs.append(task_ids[0].split("_")[0])
+    assert task_ids == [f"{task_ids[0].split('_')[0]}_{index}" for index in (0, 1)]
 
-    final = wait_until(executor, submission.task_ids, lambda s: s.change.final, lambda: logs(submission))
-    assert {s.change.state for s in final.values()} == {State.SUCCEEDED}, logs(submission)
-    # a fresh executor (a restarted server, before it tracks its submissions) learns it from SLURM alone
-    from_slurm = wait_until(
-        SlurmExecutor(cpu_settings(state_source=state_source)), submission.task_ids, settled_in_slurm
-    )
-    assert {s.change.state for s in from_slurm.values()} == {State.SUCCEEDED}
+    executor = SlurmExecutor(cpu_settings(state_source=state_source))
+    final = wait_until(executor, task_ids, settled_in_slurm, logs(out))
+    assert {s.change.state for s in final.values()} == {State.SUCCEEDED}, logs(out)()
+    for seed in (3, 4):
+        result = read(out / NAME / f"seed_{seed}" / "result.json")
+        assert (result["status"], result["step"]) == ("succeeded", 20)
     # found by name once ended, from squeue alone too: accounting can lag behind a job that just ended
-    assert SlurmExecutor(cpu_settings(state_source=state_source)).find(name) == submission.task_ids
-    for index, task_id in enumerate(submission.task_ids):
-        result = read_task_result(submission.folder, task_id)
-        assert result is not None and result.ok
-        assert result.value == {"job_id": 7, "seeds": submission.seed_groups[index], "task": str(index)}
-    written = {json.loads(p.read_text())["seed"]: json.loads(p.read_text())["value"] for p in tmp_path.glob("seed_*")}
-    assert written == {3: 90, 4: 160}
+    assert SlurmExecutor(cpu_settings(state_source=state_source)).find(tmp_path.name) == task_ids
 
 
-@pytest.mark.usefixtures("in_repo_root")
-def test_cancel_maps_to_cancelled(tmp_path: Path, state_source: str, slurm_jobs: list[str]) -> None:
+def test_one_task_trains_every_seed_together(tmp_path: Path, slurm_jobs: list[str]) -> None:
+    task_ids, out = submit(tmp_path, [1, 2], tiny(train_steps=10), array_mode="all_seeds_one_task")
+    slurm_jobs += task_ids
+    assert len(task_ids) == 1 and task_ids[0].isdigit()  # a plain job, no array
+
+    final = wait_until(SlurmExecutor(cpu_settings()), task_ids, settled_in_slurm, logs(out))
+    assert final[task_ids[0]].change.state == State.SUCCEEDED, logs(out)()
+    assert (out / NAME / "checkpoint_seeds_1_2.pt").exists()
+    assert [read(out / NAME / f"seed_{seed}" / "result.json")["step"] for seed in (1, 2)] == [10, 10]
+
+
+def test_cancel_stops_training_at_a_checkpoint_without_a_result(
+    tmp_path: Path, state_source: str, slurm_jobs: list[str]
+) -> None:
+    task_ids, out = submit(tmp_path, [0], tiny(train_steps=LONG_STEPS), state_source=state_source)
+    slurm_jobs += task_ids
+    wait_for(lambda: logged_a_step(out, 0), timeout=LIMIT_S, what="training to log a step", interval=0.5)
+
     executor = SlurmExecutor(cpu_settings(state_source=state_source))
-    submission = executor.submit(8, [0], entry=f"{MODULE}:sleep_entry", out_dir=tmp_path)
-    slurm_jobs.append(submission.slurm_job_id)
-    wait_until(executor, submission.task_ids, lambda s: s.change.state == State.RUNNING, lambda: logs(submission))
-    wait_for_file(tmp_path / "started")
-
-    executor.cancel(submission.slurm_job_id)
-    final = wait_until(executor, submission.task_ids, settled_in_slurm, lambda: logs(submission))
-    change = final[submission.task_ids[0]].change
+    executor.cancel(task_ids[0].split("_")[0])
+    final = wait_until(executor, task_ids, settled_in_slurm, logs(out))
+    change = final[task_ids[0]].change
     assert (change.state, change.requeue) == (State.CANCELLED, False)
-    assert read_task_result(submission.folder, submission.task_ids[0]) is None  # stopped: no result
+    assert not (out / NAME / "seed_0" / "result.json").exists()  # stopped: no result
+    assert "checkpoint saved" in (out / "slurm" / f"{NAME}_{task_ids[0]}.err").read_text()
 
 
-@pytest.mark.usefixtures("in_repo_root")
-def test_time_limit_warning_requeues_and_resumes(tmp_path: Path, slurm_jobs: list[str]) -> None:
-    executor = SlurmExecutor(cpu_settings())
-    submission = executor.submit(9, [0], entry=f"{MODULE}:counting_entry", out_dir=tmp_path, options={"steps": 40})
-    slurm_jobs.append(submission.slurm_job_id)
-    task_id = submission.task_ids[0]
-    wait_for_file(tmp_path / "progress")
+def test_time_limit_warning_checkpoints_requeues_and_resumes(tmp_path: Path, slurm_jobs: list[str]) -> None:
+    steps = 1500  # long enough to be running when the warning comes, short enough to finish after it
+    task_ids, out = submit(tmp_path, [0], tiny(train_steps=steps, eval_every=500, checkpoint_every=500))
+    slurm_jobs += task_ids
+    wait_for(lambda: logged_a_step(out, 0), timeout=LIMIT_S, what="training to log a step", interval=0.5)
 
-    # what SLURM sends `signal_seconds` before the time limit (--signal=USR2@120)
-    subprocess.run(["scancel", "--signal=USR2", task_id], check=True, timeout=30)
-    final = wait_until(executor, [task_id], lambda s: s.change.final, lambda: logs(submission))
-    assert final[task_id].change.state == State.SUCCEEDED, logs(submission)
-    result = read_task_result(submission.folder, task_id)
-    assert result is not None and result.ok
-    assert result.value == {"step": 40, "starts": 2, "restarts": 1}
-    # the result file comes before the task's exit: wait for SLURM's own word, which teardown must not preempt
-    from_slurm = wait_until(SlurmExecutor(cpu_settings()), [task_id], settled_in_slurm)
-    assert from_slurm[task_id].change.state == State.SUCCEEDED
-
-
-def test_rendered_sbatch_script_runs_an_array(tmp_path: Path, slurm_jobs: list[str]) -> None:
-    # the script as `ired-dcd sbatch` prints it, with a stub `ired-dcd` that records its arguments
-    bin_dir, out, log_dir = tmp_path / "bin", tmp_path / "out dir", tmp_path / "logs"
-    for directory in (bin_dir, out, log_dir):
-        directory.mkdir()
-    stub = bin_dir / "ired-dcd"
-    stub.write_text(
-        f"#!{sys.executable}\nimport json, os, sys\n"
-        "out = sys.argv[sys.argv.index('--out') + 1]\n"
-        "seed = sys.argv[sys.argv.index('--seeds') + 1]\n"
-        "open(os.path.join(out, 'argv_' + seed + '.json'), 'w').write(json.dumps(sys.argv[1:]))\n"
-    )
-    stub.chmod(0o755)
-    settings = cpu_settings(log_dir=str(log_dir), setup_commands=[f"export PATH={bin_dir}:$PATH"])
-    overrides = {"description": "it's $(odd) `x`", "train_steps": 20}
-    script = tmp_path / "q204.sbatch"
-    script.write_text(render_sbatch("q204", [2, 5, 9], settings, str(out), overrides))
-
-    submitted = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True, timeout=30)
-    assert submitted.returncode == 0, submitted.stderr
-    array_id = submitted.stdout.strip().split(";")[0]
-    slurm_jobs.append(array_id)
-    task_ids = [f"{array_id}_{i}" for i in range(3)]
-    executor = SlurmExecutor(cpu_settings())
-    final = wait_until(executor, task_ids, lambda s: s.change.final, lambda: "\n".join(map(str, log_dir.iterdir())))
-    assert {s.change.state for s in final.values()} == {State.SUCCEEDED}
-    for seed in (2, 5, 9):
-        argv = json.loads((out / f"argv_{seed}.json").read_text())
-        assert argv[:3] == ["train", "--config", "q204_dcd_full"]
-        assert argv[argv.index("--device") + 1] == "cpu"
-        assert parse_overrides([argv[i + 1] for i, a in enumerate(argv) if a == "--set"]) == overrides
+    # what SLURM sends the batch shell `signal_seconds` before the time limit (--signal=B:USR1@...)
+    subprocess.run(["scancel", "--batch", "--signal=USR1", task_ids[0]], check=True, timeout=30)
+    final = wait_until(SlurmExecutor(cpu_settings()), task_ids, settled_in_slurm, logs(out))
+    assert final[task_ids[0]].change.state == State.SUCCEEDED, logs(out)()
+    seed_dir = out / NAME / "seed_0"
+    assert read(seed_dir / "result.json")["step"] == steps
+    assert 0 < read(seed_dir / "config.json")["start_step"] < steps  # the second start resumed
+    assert "stopped at step" in (out / "slurm" / f"{NAME}_{task_ids[0]}.err").read_text()

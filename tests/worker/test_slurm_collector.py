@@ -1,7 +1,7 @@
 """The SLURM collector's decisions on the real Postgres, with SLURM's answers scripted (no cluster needed).
 
-What each test sets up is what a task leaves on the shared filesystem (`JobDirectory`'s files and
-submitit's result pickle); what SLURM says about the task comes from `ScriptedSlurm`.
+What each test sets up is what a task leaves on the shared filesystem (`JobDirectory`'s files and the
+task's log); what SLURM says about the task comes from `ScriptedSlurm`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from submitit.core.utils import JobPaths, cloudpickle_dump
 
 from ired_core.configs import config_hash, resolve_config
 from ired_dcd.db import new_session, session_scope
@@ -22,7 +21,8 @@ from ired_dcd.models import Artifact, Job, Metric, Run
 from ired_dcd.services.slurm_jobs import SlurmCollector
 from ired_dcd.services.users import get_or_create_user
 from ired_dcd.settings import get_settings
-from ired_dcd.slurm.cluster import SlurmExecutor, SlurmSubmission, SlurmTaskStatus
+from ired_dcd.slurm.cluster import SlurmExecutor, SlurmTaskStatus
+from ired_dcd.slurm.sbatch import SbatchScript, task_log
 from ired_dcd.slurm.settings import SlurmSettings
 from ired_dcd.slurm.states import map_slurm_state
 from ired_dcd.states import State
@@ -45,12 +45,9 @@ class ScriptedSlurm(SlurmExecutor):
         known = [t for t in task_ids if t in self.states]  # other tests' tasks: not polled yet
         return {t: SlurmTaskStatus(t, self.states[t], map_slurm_state(self.states[t]), "sacct") for t in known}
 
-    def submit(self, job_id: int, seeds: Sequence[int], **kwargs: Any) -> SlurmSubmission:
-        self.submitted.append({"seeds": list(seeds), **kwargs})
-        array = str(500 + len(self.submitted))
-        return SlurmSubmission(
-            job_id=job_id, slurm_job_id=array, task_ids=[f"{array}_0"], seed_groups=[list(seeds)], folder="-"
-        )
+    def submit(self, script: SbatchScript, path: Path) -> list[str]:
+        self.submitted.append({"seeds": [s for group in script.seed_groups for s in group], "script": script})
+        return script.task_ids(str(500 + len(self.submitted)))
 
 
 @pytest.fixture(scope="module")
@@ -144,16 +141,19 @@ def test_time_limit_submits_the_group_again_into_its_directory_until_max_attempt
 
     SlurmCollector(slurm).collect()
     [again] = slurm.submitted
-    assert again["seeds"] == [0, 1] and again["out_dir"] == root.parent  # resumes from the group's checkpoint
-    assert again["overrides"]["array_mode"] == "all_seeds_one_task"
-    assert [(r.state, r.attempts, r.lease_owner) for r in job_runs(job_id)] == [(State.RUNNING, 2, "slurm:501_0")] * 2
+    assert again["seeds"] == [0, 1] and f"OUT={root.parent}\n" in again["script"].text  # resumes from the checkpoint
+    assert not again["script"].is_array  # the group trains in one task, as before
+    config_file = root.parent / "job_config.json"
+    assert f"--config {config_file} " in again["script"].text
+    assert json.loads(config_file.read_text()) == CONFIG.model_dump()  # the job's config, whatever the presets say
+    assert [(r.state, r.attempts, r.lease_owner) for r in job_runs(job_id)] == [(State.RUNNING, 2, "slurm:501")] * 2
 
-    slurm.states["501_0"] = "PREEMPTED"  # IRED_MAX_ATTEMPTS=2 in the tests
+    slurm.states["501"] = "PREEMPTED"  # IRED_MAX_ATTEMPTS=2 in the tests
     SlurmCollector(slurm).collect()
     assert len(slurm.submitted) == 1
     for run in job_runs(job_id):
         assert run.state == State.FAILED and run.lease_owner is None
-        assert run.error == "gave up after 2 attempts (max_attempts); last: SLURM task 501_0 PREEMPTED: " + (
+        assert run.error == "gave up after 2 attempts (max_attempts); last: SLURM task 501 PREEMPTED: " + (
             "preempted; retry resumes from the checkpoint"
         )
 
@@ -195,11 +195,10 @@ def test_result_files_end_the_runs_with_their_metrics_and_checkpoint() -> None:
 @pytest.mark.usefixtures("database")
 def test_a_failed_task_fails_its_runs_with_the_error_and_scancel_outside_cancels() -> None:
     failed_job, root = held_job([0], "403_0")
-    result = JobPaths(root.parent / "slurm", job_id="403_0").result_pickle
-    result.parent.mkdir(parents=True)
-    cloudpickle_dump(
-        ("error", "Traceback (most recent call last):\n  ...\nRuntimeError: CUDA error: out of memory\n"), result
-    )
+    progress = "q204_dcd_full: 1 seed(s) on cuda\n 10%|█         | 2/20 [00:01<00:09, 1.9step/s]\r 15%|█▌ | 3/20"
+    traceback = "\nTraceback (most recent call last):\n  ...\nRuntimeError: CUDA error: out of memory\n"
+    closed_at_exit = "\r 15%|█▌ | 3/20 [00:02<00:08, 1.9step/s]\n"  # a progress bar printed after the traceback
+    write(task_log(root.parent / "slurm", CONFIG.name, "403_0"), progress + traceback + closed_at_exit)
     cancelled_job, _ = held_job([1], "404_0")
     slurm = ScriptedSlurm()
     slurm.states.update({"403_0": "FAILED", "404_0": "CANCELLED by 0"})

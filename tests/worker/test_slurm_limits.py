@@ -79,7 +79,7 @@ def test_a_task_that_fails_on_the_node_fails_its_run_with_the_error(slurm_lab: L
     assert (job["state"], run["state"], run["attempts"], run["step"]) == ("failed", "failed", 1, 1), task_logs(
         job["id"]
     )
-    # the last line of the task's traceback, as submitit recorded it on the node
+    # the error its traceback ends with, from the task's log on the shared filesystem
     assert run["error"].startswith(
         f"SLURM task {task} FAILED: non-zero exit code; RuntimeError: [enforce fail at alloc_cpu.cpp"
     ), run["error"]

@@ -6,29 +6,18 @@ import argparse
 import json
 import os
 import shlex
-import signal
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from submitit.core.utils import JobPaths, cloudpickle_dump
 
 from ired_core.configs import parse_overrides
 from ired_dcd.cli import slurm as slurm_cli
-from ired_dcd.slurm.cluster import (
-    SlurmError,
-    SlurmExecutor,
-    SlurmSubmission,
-    parse_pipe_table,
-    parse_scontrol,
-    read_task_result,
-    seed_groups,
-    submitit_parameters,
-)
-from ired_dcd.slurm.node import resolve_entry, run_slurm_task
-from ired_dcd.slurm.sbatch import render_sbatch
+from ired_dcd.services.slurm_jobs import last_error
+from ired_dcd.slurm.cluster import SlurmError, SlurmExecutor, parse_pipe_table, parse_scontrol
+from ired_dcd.slurm.sbatch import render_sbatch, seed_groups, task_log
 from ired_dcd.slurm.settings import SlurmSettings
 from ired_dcd.slurm.states import map_slurm_state
 from ired_dcd.states import State
@@ -157,30 +146,6 @@ def test_sbatch_options_from_extra_lines() -> None:
     assert settings.sbatch_options() == {"constraint": "a100|h100", "exclusive": True, "comment": "a b"}
 
 
-def test_submitit_parameters() -> None:
-    settings = SlurmSettings(
-        partition="gpu", account="lab", qos="high", time_minutes=90, gpus_per_task=2, cpus_per_task=8,
-        mem_gb=1.5, max_parallel=3, extra_sbatch_lines=["--exclusive"], setup_commands=["module load cuda"],
-    )  # fmt: skip
-    params = submitit_parameters(settings, job_name="ired-job7")
-    assert params == {
-        "job_name": "ired-job7",
-        "time": 90,
-        "cpus_per_task": 8,
-        "signal_delay_s": 120,
-        "array_parallelism": 3,
-        "additional_parameters": {"requeue": True, "exclusive": True},
-        "partition": "gpu",
-        "account": "lab",
-        "qos": "high",
-        "gpus_per_task": 2,
-        "mem": "1536M",
-        "setup": ["module load cuda"],
-    }
-    cpu_only = submitit_parameters(SlurmSettings(gpus_per_task=0, mem_gb=None), job_name="x")
-    assert "gpus_per_task" not in cpu_only and "mem" not in cpu_only and "partition" not in cpu_only
-
-
 def test_seed_groups() -> None:
     assert seed_groups([3, 1, 2], "per_seed") == [[3], [1], [2]]
     assert seed_groups([3, 1, 2], "all_seeds_one_task") == [[3, 1, 2]]
@@ -190,7 +155,8 @@ def test_seed_groups() -> None:
 
 # --- sbatch text ------------------------------------------------------------------------------------
 
-CPU = SlurmSettings(gpus_per_task=0, cpus_per_task=2, mem_gb=None, time_minutes=30)
+STUB_PYTHON = "recorded-python"  # run_rendered puts a stub by this name on PATH
+CPU = SlurmSettings(gpus_per_task=0, cpus_per_task=2, mem_gb=None, time_minutes=30, python=STUB_PYTHON)
 
 
 def sbatch_lines(script: str) -> list[str]:
@@ -199,7 +165,8 @@ def sbatch_lines(script: str) -> list[str]:
 
 def test_per_seed_array_header() -> None:
     settings = SlurmSettings(partition="gpu", account="lab", qos="normal", max_parallel=4)
-    script = render_sbatch("Q-204", [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], settings, "/scratch/runs")
+    rendered = render_sbatch("Q-204", [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], settings, "/scratch/runs")
+    script = rendered.text
     assert script.startswith("#!/bin/bash\n")
     assert sbatch_lines(script) == [
         "#SBATCH --job-name=ired-q204",
@@ -212,35 +179,54 @@ def test_per_seed_array_header() -> None:
         "#SBATCH --mem=32G",
         "#SBATCH --array=0-9%4",
         "#SBATCH --output=/scratch/runs/slurm/q204_dcd_full_%A_%a.out",
+        "#SBATCH --error=/scratch/runs/slurm/q204_dcd_full_%A_%a.err",
         "#SBATCH --open-mode=append",
         "#SBATCH --requeue",
         "#SBATCH --signal=B:USR1@120",
     ]
     assert "SEEDS=(0 1 2 3 4 5 6 7 8 9)" in script
     assert 'SEED="${SEEDS[$SLURM_ARRAY_TASK_ID]}"' in script
-    assert '--config q204_dcd_full --seeds "$SEED" --out "$OUT" --device cuda' in script
+    python = shlex.quote(sys.executable)  # the interpreter that rendered it, unless settings.python says
+    assert f'{python} -m ired_dcd train --config q204_dcd_full --seeds "$SEED" --out "$OUT" --device cuda' in script
     assert 'scontrol requeue "$SLURM_JOB_ID"' in script and "trap on_time_limit USR1" in script
+    assert rendered.job_name == "ired-q204" and rendered.log_dir == "/scratch/runs/slurm"
+    assert rendered.task_ids("31") == [f"31_{index}" for index in range(10)]
+    assert task_log(rendered.log_dir, "q204_dcd_full", "31_4") == Path("/scratch/runs/slurm/q204_dcd_full_31_4.err")
 
 
 def test_array_parallelism_never_exceeds_the_seeds() -> None:
-    assert "#SBATCH --array=0-2%3" in render_sbatch("q201", [4, 7, 9], SlurmSettings(max_parallel=16), "runs")
+    assert "#SBATCH --array=0-2%3" in render_sbatch("q201", [4, 7, 9], SlurmSettings(max_parallel=16), "runs").text
 
 
 def test_all_seeds_one_task_has_no_array() -> None:
     settings = CPU.merged({"array_mode": "all_seeds_one_task", "extra_sbatch_lines": ["--constraint=a100"]})
-    script = render_sbatch("q203_dcd_replay", [0, 1, 2, 5], settings, "runs", {"train_steps": 50})
-    lines = sbatch_lines(script)
+    rendered = render_sbatch("q203_dcd_replay", [0, 1, 2, 5], settings, "runs", {"train_steps": 50})
+    script, lines = rendered.text, sbatch_lines(rendered.text)
     assert not any("--array" in line for line in lines)
     assert "#SBATCH --output=runs/slurm/q203_dcd_replay_%j.out" in lines
     assert lines[-1] == "#SBATCH --constraint=a100"
     assert not any("gpus" in line or "--mem" in line for line in lines)
     assert '--seeds 0-2,5 --out "$OUT" --device cpu --set train_steps=50' in script
     assert "SEEDS=" not in script
+    assert rendered.task_ids("31") == ["31"] and rendered.seed_groups == [[0, 1, 2, 5]]
 
 
 def test_log_dir_setting() -> None:
-    script = render_sbatch("q201", [0], CPU.model_copy(update={"log_dir": "/logs"}), "runs")
+    script = render_sbatch("q201", [0], CPU.model_copy(update={"log_dir": "/logs"}), "runs").text
     assert "#SBATCH --output=/logs/q201_dcd_baseline_%A_%a.out" in script
+
+
+def test_a_config_file_is_passed_to_the_nodes_as_it_is(tmp_path: Path) -> None:
+    # what the server submits: the job's resolved config in a file, with its overrides again on top
+    config_file = tmp_path / "job_config.json"
+    config_file.write_text(json.dumps({"name": "q204_dcd_full", "train_steps": 12, "rank": 4}))
+    rendered = render_sbatch(str(config_file), [2], CPU, "runs", {"train_steps": 12}, job_name="ired-job7-abc")
+    argv = run_rendered(rendered.text, tmp_path, 0)
+    assert argv[:5] == ["-m", "ired_dcd", "train", "--config", str(config_file)]
+    assert "#SBATCH --job-name=ired-job7-abc" in rendered.text
+    assert "#SBATCH --output=runs/slurm/q204_dcd_full_%A_%a.out" in rendered.text
+    with pytest.raises(ValueError, match=r"config file .*missing\.json"):
+        render_sbatch(str(tmp_path / "missing.json"), [0], CPU, "runs")
 
 
 @pytest.mark.parametrize(
@@ -273,10 +259,10 @@ ODD_OUT = "/tmp/runs with 'quotes' and $HOME"
 
 
 def run_rendered(script: str, tmp_path: Path, task_id: int) -> list[str]:
-    """Run the script with bash (no SLURM) and a stub `ired-dcd` that records its argv."""
+    """Run the script with bash (no SLURM) and a stub Python (STUB_PYTHON) that records its argv."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    stub = bin_dir / "ired-dcd"
+    stub = bin_dir / STUB_PYTHON
     stub.write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
     stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_ARRAY_TASK_ID": str(task_id)}
@@ -290,9 +276,9 @@ def option_values(argv: list[str], flag: str) -> list[str]:
 
 @pytest.mark.parametrize("task_id", [0, 1, 2])
 def test_array_task_maps_to_its_seed_and_odd_values_survive_bash(tmp_path: Path, task_id: int) -> None:
-    script = render_sbatch("q204", [3, 7, 11], CPU, ODD_OUT, ODD_OVERRIDES)
+    script = render_sbatch("q204", [3, 7, 11], CPU, ODD_OUT, ODD_OVERRIDES).text
     argv = run_rendered(script, tmp_path, task_id)
-    assert argv[:3] == ["train", "--config", "q204_dcd_full"]
+    assert argv[:5] == ["-m", "ired_dcd", "train", "--config", "q204_dcd_full"]
     assert option_values(argv, "--seeds") == [str([3, 7, 11][task_id])]
     assert option_values(argv, "--out") == [ODD_OUT]
     assert option_values(argv, "--device") == ["cpu"]
@@ -302,12 +288,12 @@ def test_array_task_maps_to_its_seed_and_odd_values_survive_bash(tmp_path: Path,
 
 def test_strings_that_look_like_json_stay_strings(tmp_path: Path) -> None:
     overrides = {"description": "0.5"}
-    argv = run_rendered(render_sbatch("q201", [0], CPU, "runs", overrides), tmp_path, 0)
+    argv = run_rendered(render_sbatch("q201", [0], CPU, "runs", overrides).text, tmp_path, 0)
     assert parse_overrides(option_values(argv, "--set")) == overrides
 
 
 def test_header_values_are_shell_quoted() -> None:
-    script = render_sbatch("q201", [0], CPU.model_copy(update={"log_dir": "/logs/my runs"}), "runs")
+    script = render_sbatch("q201", [0], CPU.model_copy(update={"log_dir": "/logs/my runs"}), "runs").text
     output = next(line for line in sbatch_lines(script) if "--output" in line)
     assert shlex.split(output.removeprefix("#SBATCH ")) == ["--output=/logs/my runs/q201_dcd_baseline_%A_%a.out"]
 
@@ -336,6 +322,12 @@ def test_cli_prints_the_script(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert "#SBATCH --array=0-9%5" in out
     assert f"OUT={tmp_path}" in out
     assert "--set train_steps=100 --set energy_head=scalar" in out
+    assert f"{shlex.quote(sys.executable)} -m ired_dcd train --config q204_dcd_full" in out
+
+
+def test_cli_python_option(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(["sbatch", "q201", "--python", "apptainer exec lab.sif python"], capsys)
+    assert code == 0 and "\napptainer exec lab.sif python -m ired_dcd train --config q201_dcd_baseline" in out
 
 
 def test_cli_all_seeds_one_task(capsys: pytest.CaptureFixture[str]) -> None:
@@ -466,7 +458,7 @@ def test_auto_source_probes_sacct_once() -> None:
     assert sum(call[0] == "sacct" for call in fake.calls) == 1
 
 
-def test_squeue_mode_falls_back_to_scontrol_then_result_files(tmp_path: Path) -> None:
+def test_squeue_mode_falls_back_to_scontrol_for_jobs_that_left_the_queue() -> None:
     fake = FakeSlurm(
         {
             "squeue": (0, "5_2|RUNNING\n"),
@@ -475,15 +467,10 @@ def test_squeue_mode_falls_back_to_scontrol_then_result_files(tmp_path: Path) ->
     )
     clock = Clock()
     ex = executor(fake, clock, state_source="squeue")
-    submission = SlurmSubmission(
-        job_id=1, slurm_job_id="5", task_ids=["5_0", "5_1", "5_2"], seed_groups=[[0], [1], [2]], folder=str(tmp_path)
-    )
-    ex.track(submission)
-    cloudpickle_dump(("error", "Traceback: boom"), JobPaths(tmp_path, job_id="5_1").result_pickle)
-    found = ex.status(submission.task_ids)
+    found = ex.status(["5_0", "5_1", "5_2"])
     assert {k: (v.slurm_state, v.source) for k, v in found.items()} == {
         "5_0": ("COMPLETED", "scontrol"),
-        "5_1": ("FAILED", "result_file"),
+        "5_1": ("PENDING", "submitted"),  # known nowhere yet: within the grace period
         "5_2": ("RUNNING", "squeue"),
     }
     assert ["scontrol", "-o", "show", "job", "5"] in fake.calls
@@ -542,55 +529,52 @@ def test_slurm_errors_are_raised() -> None:
         ex.cancel("5")
 
 
-# --- the task side ----------------------------------------------------------------------------------
+# --- submitting -------------------------------------------------------------------------------------
 
 
-def record_entry(**kwargs: object) -> dict[str, object]:
-    """Entry used below: returns what it was called with."""
-    should_stop = kwargs.pop("should_stop")
-    assert callable(should_stop)
-    return {**kwargs, "stopped": should_stop()}
+def test_submit_writes_the_script_and_its_log_dir_then_sbatches_it(tmp_path: Path) -> None:
+    fake = FakeSlurm({"sbatch": (0, "812;cluster-a\n")})
+    settings = CPU.model_copy(update={"log_dir": str(tmp_path / "logs")})
+    script = render_sbatch("q204", [0, 1], settings, str(tmp_path / "out"))
+    path = tmp_path / "job" / "ired-job1.sbatch"
+    assert executor(fake, Clock()).submit(script, path) == ["812_0", "812_1"]
+    assert fake.calls == [["sbatch", "--parsable", str(path)]]
+    assert path.read_text() == script.text and (tmp_path / "logs").is_dir()
 
 
-def stop_entry(**kwargs: object) -> str:
-    """Entry used below: receives SIGTERM (as on preemption or scancel) and stops."""
-    os.kill(os.getpid(), signal.SIGTERM)
-    assert kwargs["should_stop"]()  # type: ignore[operator]
-    return "checkpointed"
+def test_submit_refuses_an_answer_that_is_not_a_job_id(tmp_path: Path) -> None:
+    fake = FakeSlurm({"sbatch": (0, "Submitted batch job 812\n")})
+    script = render_sbatch("q204", [0], CPU, str(tmp_path / "out"))
+    with pytest.raises(SlurmError, match="not a job id"):
+        executor(fake, Clock()).submit(script, tmp_path / "a.sbatch")
+    fake.answers["sbatch"] = (1, "")
+    with pytest.raises(SlurmError, match="sbatch --parsable"):
+        executor(fake, Clock()).submit(script, tmp_path / "a.sbatch")
 
 
-@pytest.fixture
-def restore_signals():
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
+# --- reading a task's log -----------------------------------------------------------------------------
+
+CHAINED = """Traceback (most recent call last):
+  File "a.py", line 1, in <module>
+KeyError: 'x'
+
+During handling of the above exception, another exception occurred:
+
+Traceback (most recent call last):
+  File "a.py", line 3, in <module>
+ValueError: bad
+value on two lines
+"""
 
 
-def test_resolve_entry() -> None:
-    assert resolve_entry("ired_dcd.slurm.node:run_slurm_task") is run_slurm_task
-    for bad, message in [
-        ("ired_dcd.slurm.node", "expected 'package.module:function'"),
-        ("no_such_module:f", "cannot import"),
-        ("ired_dcd.slurm.node:nope", "no attribute"),
-        ("ired_dcd.slurm.settings:SERVER_ONLY_FIELDS", "not callable"),
-    ]:
-        with pytest.raises(ValueError, match=message):
-            resolve_entry(bad)
-
-
-def test_run_slurm_task_calls_the_entry(restore_signals: None) -> None:
-    result = run_slurm_task(3, [1, 2], f"{__name__}:record_entry", "/out", {"preset": "q204"})
-    assert result == {"job_id": 3, "seeds": [1, 2], "out_dir": "/out", "preset": "q204", "stopped": False}
-
-
-def test_sigterm_stops_the_entry_and_leaves_no_result(restore_signals: None) -> None:
-    with pytest.raises(SystemExit, match="SIGTERM"):
-        run_slurm_task(3, [1], f"{__name__}:stop_entry", "/out")
-
-
-def test_read_task_result(tmp_path: Path) -> None:
-    assert read_task_result(tmp_path, "5_0") is None
-    cloudpickle_dump(("success", {"val_mse": 0.0096}), JobPaths(tmp_path, job_id="5_0").result_pickle)
-    result = read_task_result(tmp_path, "5_0")
-    assert result is not None and result.ok and result.value == {"val_mse": 0.0096}
+@pytest.mark.parametrize(
+    ("log", "error"),
+    [
+        (CHAINED, "ValueError: bad"),
+        (CHAINED + "\r 50%|█████     | 1/2 [00:01<00:01]\n", "ValueError: bad"),
+        ("slurmstepd: error: *** JOB 12 ON vm CANCELLED ***\n\n", "slurmstepd: error: *** JOB 12 ON vm CANCELLED ***"),
+        ("\n \r\n", None),
+    ],
+)
+def test_last_error_is_the_exception_of_the_last_traceback(log: str, error: str | None) -> None:
+    assert last_error(log) == error
