@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any
 
-from ired_core.configs import parse_overrides, parse_seeds
+from ired_core.configs import ENGINES, parse_overrides, parse_seeds
 from ired_dcd.cli.options import add_overrides_option
 from ired_dcd.slurm.sbatch import render_sbatch
 from ired_dcd.slurm.settings import SlurmSettings
@@ -44,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="CMD",
         help=f"command starting Python with ired-dcd installed, on the nodes (default: {sys.executable})",
     )
+    parser.add_argument("--engine", choices=ENGINES, help="how tasks compute a step (default: ired-dcd train's)")
     add_overrides_option(parser)
     parser.set_defaults(func=run_sbatch)
 
@@ -60,7 +61,7 @@ def run_sbatch(args: argparse.Namespace) -> int:
         seeds = parse_seeds(args.seeds)
         overrides = parse_overrides(args.overrides)
         settings = SlurmSettings.from_mapping({k: v for k, v in values.items() if v is not None})
-        script = render_sbatch(args.config, seeds, settings, os.path.abspath(args.out), overrides)
+        script = render_sbatch(args.config, seeds, settings, os.path.abspath(args.out), overrides, engine=args.engine)
     except ValueError as error:
         print(f"ired-dcd sbatch: {error}", file=sys.stderr)
         return 2

@@ -213,19 +213,9 @@ def _submit_intent(session: Session, job: Job, token: str, executor: SlurmExecut
         task_ids, array = found, found[0].split("_")[0]
         log.info("job %d: adopted SLURM job %s, submitted before a restart (%s)", job.id, array, token)
     else:
-        mode = "per_seed" if len(seed_groups_) > 1 else "all_seeds_one_task"
-        settings = _job_settings(job, array_mode=mode)
-        root = get_settings().artifacts_path / _out_dir(runs[0].checkpoint_path)
-        config_file = root / CONFIG_FILE_NAME
-        config_file.parent.mkdir(parents=True, exist_ok=True)
-        config_file.write_text(json.dumps(job.config, indent=2))
-        name = submission_name(job.id, token)
-        seeds = [run.seed for run in runs]
-        # the overrides again on their resolved config: the same config, and they are recorded with the runs
-        script = render_sbatch(str(config_file), seeds, settings, str(root), job.overrides, job_name=name)
-        task_ids = executor.submit(script, Path(settings.log_dir or root) / f"{name}.sbatch")
+        task_ids = _sbatch(job, runs, token, executor, per_seed=len(seed_groups_) > 1)
         array = task_ids[0].split("_")[0]
-        log.info("job %d: seeds %s submitted to SLURM as %s", job.id, seeds, task_ids)
+        log.info("job %d: seeds %s submitted to SLURM as %s", job.id, [run.seed for run in runs], task_ids)
     if len(task_ids) != len(seed_groups_):
         raise SlurmError(f"SLURM job {array} has {len(task_ids)} task(s) for {len(seed_groups_)} seed group(s)")
     for task_id, group in zip(task_ids, seed_groups_, strict=True):
@@ -234,6 +224,22 @@ def _submit_intent(session: Session, job: Job, token: str, executor: SlurmExecut
             run.lease_expires_at = None
             run.attempts += 1
     job.executor_ref = array
+
+
+def _sbatch(job: Job, runs: Sequence[Run], token: str, executor: SlurmExecutor, *, per_seed: bool) -> list[str]:
+    """Write the job's resolved config and the submission's script into the runs' directory, sbatch it;
+    the task ids, one per seed group."""
+    settings = _job_settings(job, array_mode="per_seed" if per_seed else "all_seeds_one_task")
+    root = get_settings().artifacts_path / _out_dir(runs[0].checkpoint_path)
+    config_file = root / CONFIG_FILE_NAME
+    config_file.parent.mkdir(parents=True, exist_ok=True)
+    config_file.write_text(json.dumps(job.config, indent=2))
+    name = submission_name(job.id, token)
+    # the overrides again on their own resolved config change nothing, and are recorded with the runs;
+    # tasks compute a step with the engine the Celery workers use
+    seeds, engine = [run.seed for run in runs], get_settings().engine
+    script = render_sbatch(str(config_file), seeds, settings, str(root), job.overrides, job_name=name, engine=engine)
+    return executor.submit(script, Path(script.log_dir) / f"{name}.sbatch")
 
 
 def recover_intents(executor: SlurmExecutor) -> None:

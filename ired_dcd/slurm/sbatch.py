@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ired_core.configs import CONFIG_FILE_SUFFIX, format_seeds, resolve_config
+from ired_core.configs import CONFIG_FILE_SUFFIX, ENGINES, Engine, format_seeds, resolve_config
 from ired_core.input_rules import check_seeds
 from ired_dcd.slurm.settings import ArrayMode, SlurmSettings, mem_option
 
@@ -73,6 +73,7 @@ def render_sbatch(
     overrides: Mapping[str, Any] | None = None,
     *,
     job_name: str | None = None,
+    engine: Engine | None = None,
 ) -> SbatchScript:
     """A ready-to-submit sbatch script running `ired-dcd train` for `config` and `seeds`.
 
@@ -80,11 +81,14 @@ def render_sbatch(
     read. per_seed: an array with one task per seed (`SLURM_ARRAY_TASK_ID` indexes `SEEDS`);
     all_seeds_one_task: one task training every seed as an ensemble. The tasks start Python with
     `settings.python` (default: this interpreter) and write their logs to `settings.log_dir` (default
-    `<out_dir>/slurm`). `job_name` (default `ired-<preset>`) is how the job is found again. ValueError
-    names a bad config, seed or override.
+    `<out_dir>/slurm`). `job_name` (default `ired-<preset>`) is how the job is found again; `engine`
+    (default: `ired-dcd train`'s) how a step is computed. ValueError names a bad config, seed, override
+    or engine.
     """
     # 1. validate what the job will run with
     groups = seed_groups(seeds, settings.array_mode)
+    if engine is not None and engine not in ENGINES:
+        raise ValueError(f"engine: {engine!r} is not one of {', '.join(ENGINES)}")
     overrides = dict(overrides or {})
     name = resolve_config(config, overrides).name
     job_name = job_name or f"ired-{name.split('_', 1)[0]}"
@@ -116,7 +120,7 @@ def render_sbatch(
     # 3. the training command; SEED / OUT are shell variables set below
     python = settings.python or q(sys.executable)  # a shell command: the server's setting, not a user's
     device = "cuda" if settings.gpus_per_task else "cpu"
-    seeds_arg = '"$SEED"' if per_seed else q(format_seeds(groups[0]))
+    seeds_arg = '"$SEED"' if per_seed else format_seeds(groups[0])
     config_arg = config if config.endswith(CONFIG_FILE_SUFFIX) else name  # a preset by its file stem
     words = [
         "-m",
@@ -130,6 +134,7 @@ def render_sbatch(
         '"$OUT"',
         "--device",
         device,
+        *(["--engine", engine] if engine else []),
     ]
     quoted = [word if word.startswith('"$') else q(word) for word in words]
     for key, value in overrides.items():

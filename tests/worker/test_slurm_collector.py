@@ -145,6 +145,7 @@ def test_time_limit_submits_the_group_again_into_its_directory_until_max_attempt
     assert not again["script"].is_array  # the group trains in one task, as before
     config_file = root.parent / "job_config.json"
     assert f"--config {config_file} " in again["script"].text
+    assert " --engine reuse" in again["script"].text  # the server's IRED_ENGINE, as its Celery workers use
     assert json.loads(config_file.read_text()) == CONFIG.model_dump()  # the job's config, whatever the presets say
     assert [(r.state, r.attempts, r.lease_owner) for r in job_runs(job_id)] == [(State.RUNNING, 2, "slurm:501")] * 2
 

@@ -325,9 +325,19 @@ def test_cli_prints_the_script(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert f"{shlex.quote(sys.executable)} -m ired_dcd train --config q204_dcd_full" in out
 
 
+def test_an_engine_is_passed_on_to_training(tmp_path: Path) -> None:
+    argv = run_rendered(render_sbatch("q201", [0], CPU, "runs", engine="compiled").text, tmp_path, 0)
+    assert option_values(argv, "--engine") == ["compiled"]
+    assert "--engine" not in run_rendered(render_sbatch("q201", [0], CPU, "runs").text, tmp_path, 0)
+    with pytest.raises(ValueError, match=r"^engine: 'fast' is not one of eager, reuse, compiled"):
+        render_sbatch("q201", [0], CPU, "runs", engine="fast")  # type: ignore[arg-type]
+
+
 def test_cli_python_option(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = cli(["sbatch", "q201", "--python", "apptainer exec lab.sif python"], capsys)
+    argv = ["sbatch", "q201", "--python", "apptainer exec lab.sif python", "--engine", "compiled"]
+    code, out, _ = cli(argv, capsys)
     assert code == 0 and "\napptainer exec lab.sif python -m ired_dcd train --config q201_dcd_baseline" in out
+    assert " --engine compiled" in out
 
 
 def test_cli_all_seeds_one_task(capsys: pytest.CaptureFixture[str]) -> None:
