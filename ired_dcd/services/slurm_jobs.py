@@ -49,8 +49,8 @@ from ired_dcd.services.artifacts import job_folder
 from ired_dcd.services.errors import InvalidInput, Unavailable
 from ired_dcd.services.runs import lock_runs, record_outcome, register_checkpoint, set_state, upsert_metrics
 from ired_dcd.settings import get_settings
-from ired_dcd.slurm.cluster import SlurmError, SlurmExecutor, SlurmTaskStatus
-from ired_dcd.slurm.sbatch import render_sbatch, seed_groups, task_log
+from ired_dcd.slurm.cluster import SlurmError, SlurmExecutor, SlurmTaskStatus, array_id
+from ired_dcd.slurm.sbatch import log_folder, render_sbatch, seed_groups, task_log
 from ired_dcd.slurm.settings import SlurmSettings
 from ired_dcd.states import ACTIVE, State
 
@@ -210,12 +210,12 @@ def _submit_intent(session: Session, job: Job, token: str, executor: SlurmExecut
         groups.setdefault(run.checkpoint_path, []).append(run)
     seed_groups_ = list(groups.values())
     if found:
-        task_ids, array = found, found[0].split("_")[0]
-        log.info("job %d: adopted SLURM job %s, submitted before a restart (%s)", job.id, array, token)
+        task_ids = found
+        log.info("job %d: adopted SLURM job %s, submitted before a restart (%s)", job.id, array_id(found[0]), token)
     else:
         task_ids = _sbatch(job, runs, token, executor, per_seed=len(seed_groups_) > 1)
-        array = task_ids[0].split("_")[0]
         log.info("job %d: seeds %s submitted to SLURM as %s", job.id, [run.seed for run in runs], task_ids)
+    array = array_id(task_ids[0])
     if len(task_ids) != len(seed_groups_):
         raise SlurmError(f"SLURM job {array} has {len(task_ids)} task(s) for {len(seed_groups_)} seed group(s)")
     for task_id, group in zip(task_ids, seed_groups_, strict=True):
@@ -230,7 +230,7 @@ def _sbatch(job: Job, runs: Sequence[Run], token: str, executor: SlurmExecutor, 
     """Write the job's resolved config and the submission's script into the runs' directory, sbatch it;
     the task ids, one per seed group."""
     settings = _job_settings(job, array_mode="per_seed" if per_seed else "all_seeds_one_task")
-    root = get_settings().artifacts_path / _out_dir(runs[0].checkpoint_path)
+    root = _submission_root(runs[0].checkpoint_path)
     config_file = root / CONFIG_FILE_NAME
     config_file.parent.mkdir(parents=True, exist_ok=True)
     config_file.write_text(json.dumps(job.config, indent=2))
@@ -290,7 +290,7 @@ def cancel_runs(runs: Sequence[Run]) -> None:
     try:
         for token in sorted({token for token in map(intent_token, runs) if token}):
             tasks += executor.find(submission_name(runs[0].job_id, token))
-        arrays = sorted({task.split("_")[0] for task in tasks})
+        arrays = sorted({array_id(task) for task in tasks})
         for array in arrays:
             executor.cancel(array)
     except SlurmError as exc:
@@ -453,9 +453,14 @@ def _out_dir(checkpoint_path: str | None) -> str:
     return str(Path(str(checkpoint_path)).parent.parent)
 
 
+def _submission_root(checkpoint_path: str | None) -> Path:
+    """The absolute directory a submission's tasks train into, and where its config and logs lie."""
+    return get_settings().artifacts_path / _out_dir(checkpoint_path)
+
+
 def _directory(job: Job, group: Sequence[Run]) -> JobDirectory:
     """The files of a task's seed group."""
-    root = get_settings().artifacts_path / _out_dir(group[0].checkpoint_path)
+    root = _submission_root(group[0].checkpoint_path)
     return JobDirectory(root, TrainConfig(**job.config), [run.seed for run in group])
 
 
@@ -471,9 +476,8 @@ def _job_settings(job: Job, *, array_mode: str | None = None) -> SlurmSettings:
 
 
 def _task_log_dir(job: Job, checkpoint_path: str | None) -> Path:
-    """Where the tasks of a submission write their logs."""
-    log_dir = _job_settings(job).log_dir
-    return Path(log_dir) if log_dir else get_settings().artifacts_path / _out_dir(checkpoint_path) / "slurm"
+    """Where the tasks of a submission write their logs (as `render_sbatch` told them)."""
+    return Path(log_folder(_job_settings(job), str(_submission_root(checkpoint_path))))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

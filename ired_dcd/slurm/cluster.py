@@ -104,7 +104,8 @@ def parse_scontrol(text: str) -> dict[str, str]:
     return _collect(records)
 
 
-def _array_id(task_id: str) -> str:
+def array_id(task_id: str) -> str:
+    """The job id of a task: '1234_5' → '1234'; a plain job's id is its own."""
     return task_id.split("_", 1)[0]
 
 
@@ -184,8 +185,8 @@ class SlurmExecutor:
             known.update(parse_pipe_table(self._output(command)))
         squeue = ["squeue", "--me", "--array", "-h", "-t", "all", "-n", name, "-o", "%i|%T"]
         known.update(parse_pipe_table(self._output(squeue)))
-        newest = max((_array_id(task) for task in known), key=int, default=None)
-        tasks = [task for task in known if _array_id(task) == newest]
+        newest = max((array_id(task) for task in known), key=int, default=None)
+        tasks = [task for task in known if array_id(task) == newest]
         return sorted(tasks, key=lambda task: [int(part) for part in task.split("_")])
 
     def track(self, task_ids: Iterable[str]) -> None:
@@ -217,7 +218,7 @@ class SlurmExecutor:
         """scancel an array ('1234', every task) or one task ('1234_0'); a finished job is no error."""
         self._output(["scancel", _check_task_id(slurm_job_id)])
         for task_id in list(self._cache):
-            if task_id == slurm_job_id or _array_id(task_id) == slurm_job_id:
+            if task_id == slurm_job_id or array_id(task_id) == slurm_job_id:
                 del self._cache[task_id]
         self._last_round = -float("inf")  # the next status() asks SLURM again
 
@@ -240,7 +241,7 @@ class SlurmExecutor:
     def _query(self, ids: list[str], now: float) -> list[SlurmTaskStatus]:
         # 1. SLURM's own record: sacct, or squeue then scontrol for jobs that just left the queue
         found: dict[str, tuple[str, StatusSource]] = {}
-        arrays = sorted({_array_id(i) for i in ids}, key=int)
+        arrays = sorted({array_id(i) for i in ids}, key=int)
         if self._uses_sacct():
             command = ["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(arrays)]
             found.update((k, (v, "sacct")) for k, v in parse_pipe_table(self._output(command)).items())
@@ -248,7 +249,7 @@ class SlurmExecutor:
             live = parse_pipe_table(self._output(["squeue", "--me", "--array", "-h", "-o", "%i|%T"]))
             found.update((k, (v, "squeue")) for k, v in live.items())
             for array in arrays:
-                if any(i not in found for i in ids if _array_id(i) == array):
+                if any(i not in found for i in ids if array_id(i) == array):
                     done = self._run(["scontrol", "-o", "show", "job", array])
                     gone = parse_scontrol(done.stdout) if done.returncode == 0 else {}
                     found.update((k, (v, "scontrol")) for k, v in gone.items() if k not in found)

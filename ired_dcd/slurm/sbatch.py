@@ -50,6 +50,11 @@ def seed_groups(seeds: Sequence[int], array_mode: ArrayMode) -> list[list[int]]:
     return [[s] for s in seeds] if array_mode == "per_seed" else [list(seeds)]
 
 
+def log_folder(settings: SlurmSettings, out_dir: str) -> str:
+    """Where a submission's script and task logs go: `settings.log_dir`, else `<out_dir>/slurm`."""
+    return settings.log_dir or f"{out_dir.rstrip('/') or '.'}/slurm"
+
+
 def task_log(log_dir: str | Path, config_name: str, task_id: str, stream: str = "err") -> Path:
     """The file a task writes its stdout ('out') or stderr ('err', tracebacks included) to."""
     return Path(log_dir) / f"{config_name}_{task_id}.{stream}"
@@ -94,7 +99,7 @@ def render_sbatch(
     job_name = job_name or f"ired-{name.split('_', 1)[0]}"
     per_seed = settings.array_mode == "per_seed"
     q = shlex.quote
-    log_dir = settings.log_dir or f"{out_dir.rstrip('/') or '.'}/slurm"
+    log_dir = log_folder(settings, out_dir)
     log_id = "%A_%a" if per_seed else "%j"
 
     # 2. #SBATCH header
